@@ -1,0 +1,94 @@
+"""The ``azrun`` command line: thin over the library.
+
+This is the only module that reads flags; it turns them into library objects, calls the
+library, and prints. Azure SDKs are imported lazily by the library, so ``azrun --help`` and
+``azrun --version`` stay fast.
+
+Exit codes: 0 all good; 1 a target failed; 2 usage, auth, permission or config error;
+130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from azrun import __version__
+from azrun.errors import AzrunError
+
+app = typer.Typer(
+    name="azrun",
+    help="Run a script on many Azure machines at once and bring every byte of output back.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+sim_app = typer.Typer(help="The local Azure: an ARM + IMDS simulator with Azurite for blobs.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"azrun {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Run a script on many Azure machines at once and bring every byte of output back."""
+
+
+@sim_app.command("up", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sim_up(ctx: typer.Context) -> None:
+    """Start the local Azure in the foreground until Ctrl-C.
+
+    Options: --fleet FILE, --env-file FILE, --request-log FILE, --workdir DIR, --no-storage.
+
+    Example: azrun sim up --env-file /tmp/azrun.env & source /tmp/azrun.env
+    """
+    from azrun.sim.server import main as sim_main
+
+    raise typer.Exit(sim_main(["up", *ctx.args]))
+
+
+def _print_error(exc: AzrunError) -> None:
+    from azrun.redact import redact
+
+    err = sys.stderr
+    color = err.isatty()
+    red, dim, reset = ("\x1b[31m", "\x1b[2m", "\x1b[0m") if color else ("", "", "")
+    err.write(f"{red}error:{reset} {redact(exc.message)}\n")
+    if exc.hint:
+        err.write(f"{dim}hint:{reset} {redact(exc.hint)}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``azrun`` console script."""
+    try:
+        rc = app(args=argv, prog_name="azrun", standalone_mode=False)
+    except AzrunError as exc:
+        _print_error(exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int | None) else 2
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return 2
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        raise
+    return rc if isinstance(rc, int) else 0
