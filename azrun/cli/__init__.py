@@ -1,6 +1,7 @@
 """The ``azrun`` command line: thin over the library.
 
-This is the only module that reads flags; it turns them into library objects, calls the
+One module per command group (``_sim``, ``_auth``, ``_targets``, ``_run``, ``_logs``, ...), each
+registering its commands on :data:`app`. This package is the only place that reads flags; it turns them into library objects, calls the
 library, and prints. Azure SDKs are imported lazily by the library, so ``azrun --help`` and
 ``azrun --version`` stay fast.
 
@@ -25,8 +26,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-sim_app = typer.Typer(help="The local Azure: an ARM + IMDS simulator with Azurite for blobs.", no_args_is_help=True)
-app.add_typer(sim_app, name="sim")
 
 
 def _version(value: bool) -> None:
@@ -44,19 +43,6 @@ def _root(
     """Run a script on many Azure machines at once and bring every byte of output back."""
 
 
-@sim_app.command("up", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def sim_up(ctx: typer.Context) -> None:
-    """Start the local Azure in the foreground until Ctrl-C.
-
-    Options: --fleet FILE, --env-file FILE, --request-log FILE, --workdir DIR, --no-storage.
-
-    Example: azrun sim up --env-file /tmp/azrun.env & source /tmp/azrun.env
-    """
-    from azrun.sim.server import main as sim_main
-
-    raise typer.Exit(sim_main(["up", *ctx.args]))
-
-
 def _print_error(exc: AzrunError) -> None:
     from azrun.redact import redact
 
@@ -66,6 +52,13 @@ def _print_error(exc: AzrunError) -> None:
     err.write(f"{red}error:{reset} {redact(exc.message)}\n")
     if exc.hint:
         err.write(f"{dim}hint:{reset} {redact(exc.hint)}\n")
+
+
+def _register_commands() -> None:
+    from azrun.cli import _sim  # noqa: F401  (each module adds its commands to `app`)
+
+
+_register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,143 @@
+"""ClientFactory: every Azure SDK client azrun uses is built here, and only here.
+
+So every client shares the process credential (one token cache, single-flight), carries the
+throttle policy in ``per_retry_policies`` (every attempt, retries included, takes its token),
+trusts the custom cloud's CA, and talks to the cloud's ARM endpoint. aio clients are cached per
+subscription and closed together by :meth:`ClientFactory.aclose`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from azrun.cloud import Cloud
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.compute.aio import ComputeManagementClient as AsyncComputeManagementClient
+    from azure.mgmt.resource.resources import ResourceManagementClient
+    from azure.mgmt.resource.resources.aio import ResourceManagementClient as AsyncResourceManagementClient
+    from azure.mgmt.resource.subscriptions import SubscriptionClient
+    from azure.mgmt.resource.subscriptions.aio import SubscriptionClient as AsyncSubscriptionClient
+
+    from azrun.auth import IdentitySelector
+    from azrun.throttle import Throttle
+
+
+@dataclass
+class ClientFactory:
+    """Builds SDK clients that share one credential and one throttle."""
+
+    cloud: Cloud
+    throttle: Throttle | None = None
+    identity: IdentitySelector | None = None
+    auth_mode: str = "auto"
+    polling_interval_s: float | None = None
+    _aio: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        identity: IdentitySelector | None = None,
+        auth_mode: str = "auto",
+        throttle: Throttle | bool | None = True,
+    ) -> ClientFactory:
+        """The cloud and throttle limits from the environment (``AZRUN_*``)."""
+        import os
+
+        from azrun.throttle import Throttle, ThrottleLimits
+
+        env = os.environ if environ is None else environ
+        chosen: Throttle | None
+        if throttle is True:
+            limits = ThrottleLimits.from_env(env)
+            chosen = Throttle(limits) if limits.enabled else None
+        else:
+            chosen = throttle or None
+        return cls(cloud=Cloud.from_env(env), throttle=chosen, identity=identity, auth_mode=auth_mode)
+
+    # -- credentials -------------------------------------------------------------------------
+    def credential(self) -> TokenCredential:
+        from azrun import auth
+
+        return auth.get_credential(self.identity, cloud=self.cloud, mode=self.auth_mode)  # type: ignore[arg-type]
+
+    def async_credential(self) -> AsyncTokenCredential:
+        from azrun import auth
+
+        return auth.get_async_credential(self.identity, cloud=self.cloud, mode=self.auth_mode)  # type: ignore[arg-type]
+
+    # -- common kwargs -----------------------------------------------------------------------
+    def _kwargs(self, *, aio: bool) -> dict[str, Any]:
+        from azrun import throttle as throttle_mod
+
+        kwargs: dict[str, Any] = {
+            "base_url": self.cloud.arm_endpoint,
+            "credential_scopes": [self.cloud.management_scope],
+        }
+        if self.cloud.ca_bundle:
+            kwargs["connection_verify"] = self.cloud.ca_bundle
+        if self.polling_interval_s is not None:
+            kwargs["polling_interval"] = self.polling_interval_s
+        kwargs.update(
+            throttle_mod.aio_client_kwargs(self.throttle) if aio else throttle_mod.client_kwargs(self.throttle)
+        )
+        return kwargs
+
+    # -- sync clients ------------------------------------------------------------------------
+    def compute(self, subscription_id: str) -> ComputeManagementClient:
+        from azure.mgmt.compute import ComputeManagementClient
+
+        return ComputeManagementClient(self.credential(), subscription_id, **self._kwargs(aio=False))
+
+    def resources(self, subscription_id: str) -> ResourceManagementClient:
+        from azure.mgmt.resource.resources import ResourceManagementClient
+
+        return ResourceManagementClient(self.credential(), subscription_id, **self._kwargs(aio=False))
+
+    def subscriptions(self) -> SubscriptionClient:
+        from azure.mgmt.resource.subscriptions import SubscriptionClient
+
+        return SubscriptionClient(self.credential(), **self._kwargs(aio=False))
+
+    # -- aio clients (cached; closed by aclose) ------------------------------------------------
+    def aio_compute(self, subscription_id: str) -> AsyncComputeManagementClient:
+        from azure.mgmt.compute.aio import ComputeManagementClient
+
+        return self._cached(
+            ("compute", subscription_id),
+            lambda: ComputeManagementClient(self.async_credential(), subscription_id, **self._kwargs(aio=True)),
+        )
+
+    def aio_resources(self, subscription_id: str) -> AsyncResourceManagementClient:
+        from azure.mgmt.resource.resources.aio import ResourceManagementClient
+
+        return self._cached(
+            ("resources", subscription_id),
+            lambda: ResourceManagementClient(self.async_credential(), subscription_id, **self._kwargs(aio=True)),
+        )
+
+    def aio_subscriptions(self) -> AsyncSubscriptionClient:
+        from azure.mgmt.resource.subscriptions.aio import SubscriptionClient
+
+        return self._cached(
+            ("subscriptions", ""),
+            lambda: SubscriptionClient(self.async_credential(), **self._kwargs(aio=True)),
+        )
+
+    def _cached(self, key: tuple[str, str], build: Any) -> Any:
+        client = self._aio.get(key)
+        if client is None:
+            client = self._aio[key] = build()
+        return client
+
+    async def aclose(self) -> None:
+        clients, self._aio = list(self._aio.values()), {}
+        for client in clients:
+            await client.close()
