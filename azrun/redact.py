@@ -26,32 +26,34 @@ REDACTED: Final = "REDACTED"
 # query strings, JSON, reprs and connection strings.
 _VALUE = r"""[^\s&"'<>,;}\]\)]+"""
 
+# Field names whose value is a secret wherever they appear (JSON, form bodies, headers, env
+# dumps, connection strings). "secret" alone (the legacy MSI header) only counts as a JSON key.
+_SECRET_KEYS = (
+    "access_token|refresh_token|id_token|client_secret|client_assertion|password"
+    "|x-identity-header|identity_header|msi_secret|accountkey|account_key|sharedaccesskey"
+)
+
 _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     # SAS signature, plain (sig=...) or URL-encoded once (sig%3D...%26) or twice (sig%253D).
-    (re.compile(r"(?i)(\bsig(?:=|%3D|%253D))((?:(?!%26|%2526)[^\s&\"'<>,;])+)"), rf"\g<1>{REDACTED}"),
-    # Authorization: Bearer <token> (also Basic / PoP values of the Arc and PoP flows).
-    (re.compile(r"(?i)\b(bearer|basic|pop)(\s+)[A-Za-z0-9\-._~+/]+=*"), rf"\g<1>\g<2>{REDACTED}"),
+    # A letter before "sig" means another word (e.g. "xsig="); a digit may be the end of "%26".
+    (re.compile(r"(?i)((?<![A-Za-z_])sig(?:=|%3D|%253D))((?:(?!%26|%2526)[^\s&\"'<>,;])+)"), rf"\g<1>{REDACTED}"),
+    # Authorization header values of any scheme (Bearer, Basic for Arc, PoP).
+    (
+        re.compile(r"""(?i)(\bauthorization["']?\s*[:=]\s*["']?(?:(?:bearer|basic|pop)\s+)?)[^\s"',;]+"""),
+        rf"\g<1>{REDACTED}",
+    ),
+    # "Bearer <token>" anywhere else; 16+ characters so prose such as "Bearer token" survives.
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9\-._~+/]{16,}=*"), rf"\g<1>{REDACTED}"),
     # Anything shaped like a JWT: base64url header starting '{"' (eyJ), a payload, an optional
     # signature (unsigned tokens end with a bare dot).
     (re.compile(r"\beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), f"{REDACTED}-JWT"),
-    # OAuth / secret fields in JSON or Python reprs: "access_token": "..." / 'client_secret': '...'.
+    # Secret fields in JSON or Python reprs: "access_token": "..." / 'client_secret': '...'.
     (
-        re.compile(
-            r"""(?i)(["']?(?:access_token|refresh_token|id_token|client_secret|client_assertion|password"""
-            r"""|x-identity-header|identity_header|msi_secret|secret|accountkey|account_key|sharedaccesskey)"""
-            r"""["']?\s*:\s*["'])[^"']*(["'])"""
-        ),
+        re.compile(rf"""(?i)(["']?(?:{_SECRET_KEYS}|secret)["']?\s*:\s*["'])[^"']*(["'])"""),
         rf"\g<1>{REDACTED}\g<2>",
     ),
-    # The same fields as form / query / env / header text: access_token=..., X-IDENTITY-HEADER: ...
-    (
-        re.compile(
-            r"(?i)(\b(?:access_token|refresh_token|id_token|client_secret|client_assertion|password"
-            r"|x-identity-header|identity_header|msi_secret|accountkey|sharedaccesskey|sharedaccesssignature)"
-            r"\s*[=:]\s*)" + _VALUE
-        ),
-        rf"\g<1>{REDACTED}",
-    ),
+    # The same fields as form / query / env / header / connection-string text: key=value, key: value.
+    (re.compile(rf"(?i)(\b(?:{_SECRET_KEYS})\s*[=:]\s*)" + _VALUE), rf"\g<1>{REDACTED}"),
 )
 
 
@@ -100,20 +102,11 @@ def install_log_redaction(logger_names: Iterable[str] = _DEFAULT_LOGGERS) -> Red
     sees everything the handler emits, including records propagated from ``azure.*``; hence the
     handlers. Call it after logging is configured; calling it again adds nothing twice.
     """
-    shared = _installed_filter()
     for name in logger_names:
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-                handler.addFilter(shared)
-    return shared
+                handler.addFilter(_FILTER)
+    return _FILTER
 
 
-def _installed_filter() -> RedactingFilter:
-    """One filter instance for the whole process (filters hold no state, so sharing is safe)."""
-    global _SHARED_FILTER
-    if _SHARED_FILTER is None:
-        _SHARED_FILTER = RedactingFilter()
-    return _SHARED_FILTER
-
-
-_SHARED_FILTER: RedactingFilter | None = None
+_FILTER: Final = RedactingFilter()  # stateless, so one instance serves every handler

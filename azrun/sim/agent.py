@@ -1,0 +1,533 @@
+"""The guest agent of the local Azure: runs run-command scripts for real, as the Linux handler does.
+
+Semantics follow ../shared/docs/guest-agent.md (Azure/run-command-handler-linux):
+
+- **Working directory** ``<root>/<vm>/<run command>/<seq>/`` (0700): the script is written there
+  verbatim (``script.sh``, 0500) and its output goes to the files ``stdout`` / ``stderr``.
+- **Execution**: ``/bin/bash -c "<script path><unnamed args>"``; unnamed parameters are appended
+  unquoted (as the handler does: word-split, globbed). Named parameters become environment
+  variables, public first then protected; an empty value is skipped. The environment is scrubbed
+  to ``PATH``, ``HOME`` (``<root>/<vm>/home``), ``LANG``, ``ConfigExtensionName``,
+  ``ConfigSequenceNumber`` plus the parameters. The script gets its own session/process group.
+- **Windows** VMs run ``pwsh -NoProfile -NonInteractive -File script.ps1 -name value ... unnamed``
+  only where ``pwsh`` is on PATH; otherwise the run fails (exitCode 127) with a message that says so.
+- **Blobs** (``agent_blobs.py``): before the script starts, each of ``outputBlobUri`` /
+  ``errorBlobUri`` is created or replaced as an empty append blob, through the SAS URL or with a
+  token minted for the VM's identity (``outputBlobManagedIdentity``).
+- **Creation failure**: the handler's real behaviour wins over the issue text ("script still
+  runs"): the script is NOT run; the result is Failed, exitCode -101, with the handler's message.
+  A SAS failure does not fall back to the system identity here.
+- **Appends**: every ``agent_upload_interval_s`` all new bytes of each file go in ONE
+  ``PUT <uri>&comp=appendblock`` (no chunking); a failure (or an injected one,
+  ``faults.blob_append_failure_rate``) is only logged and the same bytes are retried next tick;
+  a failure of the final append after exit is ignored (bytes lost, as in Azure).
+- **Instance view**: ``Running`` / "Execution in progress" when the process starts; output/error
+  = last 4096 bytes of the files (byte-based, decoded with ``errors="replace"``) every
+  ``agent_status_interval_s`` and at exit. Exit 0 -> Succeeded / "Execution completed"; exit N
+  -> Failed / N / "Execution failed: failed to execute command: command terminated with exit
+  status=N"; killed by a signal -> N = -1.
+- **Timeout** (``timeout_s > 0``): the whole process group is SIGKILLed (the real handler kills
+  only bash; grandchildren are killed here so nothing leaks) -> Failed / -1. Never TimedOut.
+  Likewise, background processes a script leaves in its group are killed when it exits (the
+  real VM keeps them; the simulator must not leak processes into the test machine).
+- **runAsUser**: an unknown user -> Failed / -102. Switching user needs root; without it only
+  the current user works. The password never reaches argv, logs or reprs.
+- **Hung agent** (fault): the script runs and uploads for real, but the status never leaves
+  Running: the agent "never reports completion".
+- **kill()** (run command deleted, VM deallocated): the process group is SIGKILLed, the status is
+  frozen as it was (only ``finished`` is set) and the execution is forgotten.
+
+Never logged: SAS query strings (only ``scheme://host/path``), protected parameter values,
+passwords, tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pwd
+import random
+import re
+import shutil
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from azrun.sim.agent_blobs import AppendBlob, BlobCreateError, BlobWriter, public_uri
+from azrun.sim.fleet import Faults, SimSettings
+from azrun.sim.tokens import Principal
+
+_LOG = logging.getLogger(__name__)
+
+TAIL_BYTES = 4096
+EXIT_BLOB_CREATE = -101
+EXIT_RUNAS = -102
+EXIT_DOWNLOAD = -100
+EXIT_NO_PWSH = 127
+_SHELL_COMMANDS = {"runshellscript": "linux", "runpowershellscript": "windows"}
+
+
+@dataclass
+class ExecutionRequest:
+    """One execution of a run command on one VM, as ARM hands it to the agent."""
+
+    vm_id: str
+    vm_display: str
+    os: str
+    run_command: str
+    seq: int
+    script: str | None = None
+    script_uri: str | None = field(default=None, repr=False)
+    command_id: str | None = None
+    parameters: list[tuple[str, str]] = field(default_factory=list)
+    protected_parameters: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    run_as_user: str | None = None
+    run_as_password: str | None = field(default=None, repr=False)
+    timeout_s: int = 0
+    output_blob_uri: str | None = field(default=None, repr=False)
+    error_blob_uri: str | None = field(default=None, repr=False)
+    output_blob_principal: Principal | None = None
+    error_blob_principal: Principal | None = None
+    blob_identity_missing: bool = False
+    hung: bool = False
+
+
+@dataclass
+class ExecutionStatus:
+    """The instance view of one execution; mutated only by the agent, on the event loop."""
+
+    state: str = "Pending"
+    message: str = ""
+    exit_code: int = 0
+    output: str = ""
+    error: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    started: bool = False
+    finished: bool = False
+
+
+class AgentFailure(Exception):
+    """An execution fails before its script runs (download, blob creation, runAs, no pwsh)."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.message = message
+
+
+def tail(path: Path, limit: int = TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of a file, decoded leniently (the cut may split a character)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
+
+
+@dataclass
+class _Execution:
+    req: ExecutionRequest
+    status: ExecutionStatus
+    workdir: Path
+    task: asyncio.Task[None] | None = None
+    process: asyncio.subprocess.Process | None = None
+    killed: bool = False
+    group_gone: bool = False  # its process group was killed after the script ended: never again
+
+
+class Agent:
+    """Runs scripts for all VMs of the local Azure; see the module docstring for the semantics.
+
+    Args:
+        root: where the per-VM working directories go.
+        settings: cadences and the start delay.
+        faults: the live fault settings (append failure rate); read at each use.
+        ca_bundle: CA file trusted for blob HTTPS (the local CA), or None for the system store.
+        storage_account_key: (account, key) of the emulator; kept for callers, never used to
+            authenticate (the agent uses what the handler has: a SAS or a token).
+        storage_role: the role a principal has on the output container ("contributor",
+            "reader", "none"); default: everyone is a contributor.
+    """
+
+    def __init__(
+        self,
+        *,
+        root: Path,
+        settings: SimSettings,
+        faults: Callable[[], Faults],
+        ca_bundle: str | None,
+        storage_account_key: tuple[str, str] | None,
+        storage_role: Callable[[Principal], str] | None = None,
+    ) -> None:
+        self._root = Path(root)
+        self._settings = settings
+        self._faults = faults
+        self.storage_account_key = storage_account_key
+        self._rng = random.Random(faults().seed)
+        self._live: dict[tuple[str, str], _Execution] = {}
+        self._history: list[_Execution] = []
+        self._blobs = BlobWriter(
+            ca_bundle=ca_bundle,
+            token_ttl_s=settings.token_ttl_s,
+            storage_role=storage_role or (lambda _p: "contributor"),
+            append_fails=lambda: self._rng.random() < self._faults().blob_append_failure_rate,
+        )
+
+    def __repr__(self) -> str:
+        return f"Agent(live={len(self._live)}, running={self.running_count()}, started={len(self._history)})"
+
+    # -- public API -------------------------------------------------------------------------
+
+    def start(self, req: ExecutionRequest) -> ExecutionStatus:
+        """Schedule ``req`` (after ``agent_start_delay_s``) and return its live status."""
+        loop = asyncio.get_running_loop()
+        key = (req.vm_id.lower(), req.run_command.lower())
+        previous = self._live.pop(key, None)
+        workdir = self._root / _safe(req.vm_display) / _safe(req.run_command) / str(req.seq)
+        ex = _Execution(req=req, status=ExecutionStatus(), workdir=workdir)
+        ex.task = loop.create_task(self._run(ex, previous), name=f"agent:{req.vm_display}/{req.run_command}")
+        self._live[key] = ex
+        return ex.status
+
+    async def kill(self, vm_id: str, run_command: str) -> None:
+        """Kill that run command's script (whole group) if running; freeze and forget its status."""
+        ex = self._live.pop((vm_id.lower(), run_command.lower()), None)
+        if ex is not None:
+            await self._kill(ex)
+
+    def executions(self) -> list[dict[str, Any]]:
+        """Every execution whose script process started (for ``GET /_sim/executions``)."""
+        out = []
+        for ex in self._history:
+            st = ex.status
+            out.append(
+                {
+                    "vm": ex.req.vm_id,
+                    "vmDisplay": ex.req.vm_display,
+                    "runCommand": ex.req.run_command,
+                    "seq": ex.req.seq,
+                    "state": st.state,
+                    "exitCode": st.exit_code,
+                    "startTime": _iso(st.start_time),
+                    "endTime": _iso(st.end_time),
+                    "pid": ex.process.pid if ex.process else None,
+                    "killed": ex.killed,
+                    "hung": ex.req.hung,
+                }
+            )
+        return out
+
+    def running_count(self) -> int:
+        """Script processes still running."""
+        return sum(1 for ex in self._history if ex.process is not None and ex.process.returncode is None)
+
+    async def aclose(self) -> None:
+        """Kill every script (and what it left behind) and close the HTTP session."""
+        live = list(self._live.values())
+        self._live.clear()
+        for ex in live:
+            await self._kill(ex)
+        for ex in self._history:
+            self._killpg(ex)
+        await self._blobs.aclose()
+
+    # -- execution --------------------------------------------------------------------------
+
+    async def _run(self, ex: _Execution, previous: _Execution | None) -> None:
+        if previous is not None:
+            await self._kill(previous)
+        await asyncio.sleep(self._settings.agent_start_delay_s)
+        ex.status.start_time = _now()
+        try:
+            await self._execute(ex)
+        except AgentFailure as failure:
+            self._finish(ex, "Failed", failure.exit_code, failure.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the simulator's own bug: report it rather than hang the run
+            _LOG.exception("agent failure on %s/%s", ex.req.vm_display, ex.req.run_command)
+            self._finish(ex, "Failed", -1, f"Execution failed: local Azure agent error: {type(exc).__name__}")
+
+    async def _execute(self, ex: _Execution) -> None:
+        req = ex.req
+        ex.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        script = await self._write_script(ex)
+        stdout_path, stderr_path = ex.workdir / "stdout", ex.workdir / "stderr"
+        blobs = [
+            await self._create_blob(uri, principal, req.blob_identity_missing, source)
+            for uri, principal, source in (
+                (req.output_blob_uri, req.output_blob_principal, stdout_path),
+                (req.error_blob_uri, req.error_blob_principal, stderr_path),
+            )
+            if uri
+        ]
+        argv, env, user = self._command(ex, script)
+        process = await self._spawn(ex, argv, env, user, stdout_path, stderr_path)
+        ex.process = process
+        self._history.append(ex)
+        st = ex.status
+        st.state, st.message, st.started = "Running", "Execution in progress", True
+        stop = asyncio.Event()
+        uploader = asyncio.create_task(self._upload_loop(blobs, stop))
+        reporter = asyncio.create_task(self._status_loop(ex, stop))
+        try:
+            rc = await self._wait(ex, process)
+            stop.set()
+            await uploader
+            for blob in blobs:
+                await self._blobs.append(blob)  # the final append: errors only logged
+        finally:
+            stop.set()
+            reporter.cancel()
+            if not uploader.done():
+                uploader.cancel()
+        if req.hung or ex.killed:
+            return
+        self._refresh(ex)
+        if rc == 0:
+            self._finish(ex, "Succeeded", 0, "Execution completed")
+        else:
+            msg = f"Execution failed: failed to execute command: command terminated with exit status={rc}"
+            self._finish(ex, "Failed", rc, msg)
+
+    async def _wait(self, ex: _Execution, process: asyncio.subprocess.Process) -> int:
+        """Wait for the script; on timeout kill its whole group. Returns the handler's exit code."""
+        timeout = ex.req.timeout_s if ex.req.timeout_s > 0 else None
+        try:
+            rc = await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            self._killpg(ex)
+            await process.wait()
+            rc = -1
+        # Whatever the script left running in its group dies with it: nothing leaks from the
+        # simulator, and the group id is never signalled again once it may be reused.
+        self._killpg(ex)
+        ex.group_gone = True
+        return rc if rc >= 0 else -1
+
+    def _finish(self, ex: _Execution, state: str, exit_code: int, message: str) -> None:
+        if ex.killed:
+            return
+        st = ex.status
+        if st.start_time is None:
+            st.start_time = _now()
+        st.state, st.exit_code, st.message = state, exit_code, message
+        st.end_time = _now()
+        st.finished = True
+
+    def _refresh(self, ex: _Execution) -> None:
+        ex.status.output = tail(ex.workdir / "stdout")
+        ex.status.error = tail(ex.workdir / "stderr")
+
+    async def _status_loop(self, ex: _Execution, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.agent_status_interval_s)
+            if not stop.is_set():
+                self._refresh(ex)
+
+    async def _kill(self, ex: _Execution) -> None:
+        if ex.status.finished and (ex.task is None or ex.task.done()):
+            return  # it completed on its own: its record stays as it was
+        ex.killed = True
+        ex.status.finished = True
+        self._killpg(ex)
+        task = ex.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if ex.process is not None:
+            if ex.process.returncode is None:
+                await ex.process.wait()
+            ex.group_gone = True
+
+    @staticmethod
+    def _killpg(ex: _Execution) -> None:
+        if ex.process is None or ex.group_gone:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(ex.process.pid, signal.SIGKILL)
+
+    # -- script and process -----------------------------------------------------------------
+
+    async def _write_script(self, ex: _Execution) -> Path:
+        req = ex.req
+        windows = req.os.lower() == "windows"
+        name = "script.ps1" if windows else "script.sh"
+        if req.script_uri:
+            content, name = await self._download(req.script_uri)
+        elif req.command_id and req.command_id.lower() not in _SHELL_COMMANDS:
+            raise AgentFailure(
+                EXIT_DOWNLOAD,
+                f"Execution failed: processing file downloads failed: commandId '{req.command_id}' is not "
+                "supported by the local Azure (use RunShellScript or RunPowerShellScript with a script)",
+            )
+        else:
+            content = (req.script or "").encode("utf-8")
+        path = ex.workdir / name
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        path.write_bytes(content)
+        path.chmod(0o500)
+        return path
+
+    async def _download(self, uri: str) -> tuple[bytes, str]:
+        """Fetch a scriptUri (one try, like the handler's SAS GET)."""
+        name = _safe(public_uri(uri).rstrip("/").rsplit("/", 1)[-1]) or "script.sh"
+        try:
+            async with self._blobs.session().get(URL(uri, encoded=True)) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise AgentFailure(
+                EXIT_DOWNLOAD,
+                f"Execution failed: Failed to download the script '{public_uri(uri)}': {type(exc).__name__}",
+            ) from None
+        if status != 200:
+            raise AgentFailure(
+                EXIT_DOWNLOAD,
+                f"Execution failed: Failed to download the script '{public_uri(uri)}': status code {status}",
+            )
+        if name.endswith((".sh", ".txt", ".py", ".pl")) or body.startswith(b"#!"):
+            body = body.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")
+        return body, name
+
+    def _command(
+        self, ex: _Execution, script: Path
+    ) -> tuple[list[str], dict[str, str], pwd.struct_passwd | None]:
+        req = ex.req
+        home = ex.workdir.parents[1] / "home"  # <root>/<vm>/home, shared by the VM's run commands
+        home.mkdir(parents=True, exist_ok=True)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(home),
+            "LANG": "C.UTF-8",
+            "ConfigExtensionName": req.run_command,
+            "ConfigSequenceNumber": str(req.seq),
+        }
+        unnamed: list[str] = []
+        named: list[tuple[str, str]] = []
+        for name, value in [*req.parameters, *req.protected_parameters]:
+            if value == "":
+                continue
+            if name:
+                env[name] = value
+                named.append((name, value))
+            else:
+                unnamed.append(value)
+        user = self._run_as(req, ex.workdir)
+        if user is not None:
+            env["HOME"] = user.pw_dir
+        if req.os.lower() == "windows":
+            pwsh = shutil.which("pwsh")
+            if pwsh is None:
+                raise AgentFailure(
+                    EXIT_NO_PWSH,
+                    "Execution failed: this local Azure host has no PowerShell ('pwsh' is not on PATH), "
+                    "so scripts of Windows VMs cannot run here. Install PowerShell 7 or use a Linux VM.",
+                )
+            argv = [pwsh, "-NoProfile", "-NonInteractive", "-File", str(script)]
+            for name, value in named:
+                argv += [f"-{name}", value]
+            return [*argv, *unnamed], env, user
+        command = str(script) + "".join(f" {value}" for value in unnamed)
+        return ["/bin/bash", "-c", command], env, user
+
+    @staticmethod
+    def _run_as(req: ExecutionRequest, workdir: Path) -> pwd.struct_passwd | None:
+        if not req.run_as_user:
+            return None
+        try:
+            entry = pwd.getpwnam(req.run_as_user)
+        except KeyError:
+            raise AgentFailure(
+                EXIT_RUNAS, f"Execution failed: runAsUser '{req.run_as_user}' does not exist on the VM"
+            ) from None
+        if entry.pw_uid == os.geteuid():
+            return None
+        if os.geteuid() != 0:
+            raise AgentFailure(
+                EXIT_RUNAS,
+                f"Execution failed: cannot run as '{req.run_as_user}': the local Azure agent is not root",
+            )
+        for path in (workdir, *workdir.iterdir()):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        return entry
+
+    async def _spawn(
+        self,
+        ex: _Execution,
+        argv: list[str],
+        env: dict[str, str],
+        user: pwd.struct_passwd | None,
+        stdout_path: Path,
+        stderr_path: Path,
+    ) -> asyncio.subprocess.Process:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        out_fd = os.open(stdout_path, flags, 0o600)
+        err_fd = os.open(stderr_path, flags, 0o600)
+        extra: dict[str, Any] = {}
+        if user is not None:
+            extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
+            for fd in (out_fd, err_fd):
+                os.fchown(fd, user.pw_uid, user.pw_gid)
+        try:
+            return await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=str(ex.workdir),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out_fd,
+                stderr=err_fd,
+                start_new_session=True,
+                **extra,
+            )
+        except OSError as exc:
+            raise AgentFailure(-1, f"Execution failed: failed to start the script: {exc.strerror}") from None
+        finally:
+            os.close(out_fd)
+            os.close(err_fd)
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    async def _create_blob(
+        self, uri: str, principal: Principal | None, identity_missing: bool, source: Path
+    ) -> AppendBlob:
+        try:
+            return await self._blobs.create(uri, principal, identity_missing, source)
+        except BlobCreateError as exc:
+            raise AgentFailure(EXIT_BLOB_CREATE, f"Execution failed: {exc}") from None
+
+    async def _upload_loop(self, blobs: list[AppendBlob], stop: asyncio.Event) -> None:
+        while blobs and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.agent_upload_interval_s)
+            if stop.is_set():
+                return
+            for blob in blobs:
+                await self._blobs.append(blob)

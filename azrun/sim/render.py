@@ -1,0 +1,451 @@
+"""JSON shapes of the local ARM, following the REST spec copies in ``../shared/spec/``.
+
+Static parts of a VM or scale-set body depend only on the fleet file, so they are built once
+and cached; live parts (power state, run-command state) are added per request.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from azrun.sim.agent import ExecutionStatus
+from azrun.sim.fleet import FleetSpec, ResourceGroupSpec, SubscriptionSpec, VmSpec, VmssSpec, stable_uuid
+from azrun.sim.identity import attached_identities, system_principal, user_principal
+from azrun.sim.state import Machine, Operation, ResourceEntry, RunCommand
+
+_CREATED = "2024-06-01T08:00:00.0000000+00:00"
+_POWER_DISPLAY = {"running": "VM running", "stopped": "VM stopped", "deallocated": "VM deallocated"}
+# Properties that are never echoed: secrets, and the managed identities (protected settings).
+_NOT_ECHOED = frozenset(
+    {"protectedParameters", "runAsPassword", "outputBlobManagedIdentity", "errorBlobManagedIdentity"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A JSON body already encoded (listings are spliced from cached per-item fragments)."""
+
+    data: bytes
+
+
+def encode(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def encoded_listing(fragments: list[bytes], next_link: str | None) -> Encoded:
+    """``{"value": [...], "nextLink"?}`` from encoded items, without re-encoding them."""
+    tail = b"]}" if not next_link else b'],"nextLink":' + encode(next_link) + b"}"
+    return Encoded(b'{"value":[' + b",".join(fragments) + tail)
+
+
+def _tags(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    return dict(pairs)
+
+
+def _time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat()
+
+
+def identity_block(fleet: FleetSpec, host: VmSpec | VmssSpec) -> dict[str, Any] | None:
+    """The ``identity`` of a VM or scale set, or None when it has none."""
+    tenant = fleet.sim.tenant_id
+    users = attached_identities(fleet, host)
+    if not host.system_identity and not users:
+        return None
+    kinds = [k for k, on in (("SystemAssigned", host.system_identity), ("UserAssigned", bool(users))) if on]
+    block: dict[str, Any] = {"type": ", ".join(kinds)}
+    if host.system_identity:
+        p = system_principal(host, tenant)
+        block["principalId"], block["tenantId"] = p.object_id, tenant
+    if users:
+        block["userAssignedIdentities"] = {
+            u.resource_id: {"principalId": user_principal(u, tenant).object_id, "clientId": u.client_id}
+            for u in users
+        }
+    return block
+
+
+def _os_profile(computer_name: str, os: str) -> dict[str, Any]:
+    profile: dict[str, Any] = {"computerName": computer_name, "adminUsername": "azureuser", "secrets": []}
+    if os == "windows":
+        profile["windowsConfiguration"] = {"provisionVMAgent": True, "enableAutomaticUpdates": True}
+    else:
+        profile["linuxConfiguration"] = {"disablePasswordAuthentication": True, "provisionVMAgent": True}
+    profile["allowExtensionOperations"] = True
+    return profile
+
+
+def _image(os: str) -> dict[str, str]:
+    if os == "windows":
+        return {
+            "publisher": "MicrosoftWindowsServer",
+            "offer": "WindowsServer",
+            "sku": "2022-datacenter-azure-edition",
+            "version": "latest",
+        }
+    return {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}
+
+
+def _os_disk(m: Machine) -> dict[str, Any]:
+    disk = f"{m.name}_OsDisk_1"
+    return {
+        "osType": "Windows" if m.os == "windows" else "Linux",
+        "name": disk,
+        "createOption": "FromImage",
+        "caching": "ReadWrite",
+        "managedDisk": {
+            "storageAccountType": "Premium_LRS",
+            "id": f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}/providers/Microsoft.Compute/disks/{disk}",
+        },
+        "diskSizeGB": 30,
+    }
+
+
+def power_instance_view(m: Machine, computer_name: str) -> dict[str, Any]:
+    """``instanceView`` with the statuses clients read: provisioning and power state."""
+    view: dict[str, Any] = {
+        "computerName": computer_name,
+        "osName": "Windows Server 2022 Datacenter" if m.os == "windows" else "ubuntu",
+        "statuses": [
+            {
+                "code": "ProvisioningState/succeeded",
+                "level": "Info",
+                "displayStatus": "Provisioning succeeded",
+                "time": _CREATED,
+            },
+            {
+                "code": f"PowerState/{m.power}",
+                "level": "Info",
+                "displayStatus": _POWER_DISPLAY.get(m.power, m.power),
+            },
+        ],
+    }
+    if m.power == "running":
+        view["vmAgent"] = {
+            "vmAgentVersion": "2.12.0.2",
+            "statuses": [
+                {
+                    "code": "ProvisioningState/succeeded",
+                    "level": "Info",
+                    "displayStatus": "Ready",
+                    "message": "GuestAgent is running and accepting new configurations.",
+                }
+            ],
+        }
+    return view
+
+
+class Renderer:
+    """Builds (and caches the static parts of) every body the local ARM answers."""
+
+    def __init__(self, fleet: FleetSpec) -> None:
+        self.fleet = fleet
+        self._vm_cache: dict[str, dict[str, Any]] = {}
+        self._vmss_cache: dict[str, dict[str, Any]] = {}
+        self._bytes: dict[tuple[str, str | None], bytes] = {}  # (id, power when viewed) -> JSON
+
+    def machine_json(self, m: Machine, *, instance_view: bool = False) -> bytes:
+        """A VM or Uniform instance as encoded JSON, cached per power state (lists splice these)."""
+        key = (m.id, m.power if instance_view else None)
+        data = self._bytes.get(key)
+        if data is None:
+            body = (
+                self.vmss_vm(m, instance_view=instance_view)
+                if m.uniform
+                else self.vm(m, instance_view=instance_view)
+            )
+            data = self._bytes[key] = encode(body)
+        return data
+
+    def resource_json(self, entry: ResourceEntry, *, with_tags: bool) -> bytes:
+        key = (entry.id, "tags" if with_tags else "")
+        data = self._bytes.get(key)
+        if data is None:
+            data = self._bytes[key] = encode(self.resource(entry, with_tags=with_tags))
+        return data
+
+    # ------------------------------------------------------------------ compute
+    def vm(self, m: Machine, *, instance_view: bool = False) -> dict[str, Any]:
+        base = self._vm_cache.get(m.id)
+        if base is None:
+            base = self._vm_cache[m.id] = self._vm_static(m)
+        if not instance_view:
+            return base
+        name = base["properties"]["osProfile"]["computerName"]
+        return {**base, "properties": {**base["properties"], "instanceView": power_instance_view(m, name)}}
+
+    def _vm_static(self, m: Machine) -> dict[str, Any]:
+        assert isinstance(m.host, VmSpec)
+        vm = m.host
+        props: dict[str, Any] = {
+            "vmId": vm.vm_id,
+            "hardwareProfile": {"vmSize": vm.size},
+            "storageProfile": {"imageReference": _image(m.os), "osDisk": _os_disk(m), "dataDisks": []},
+            "osProfile": _os_profile(vm.name, m.os),
+            "networkProfile": {
+                "networkInterfaces": [
+                    {
+                        "id": (
+                            f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}"
+                            f"/providers/Microsoft.Network/networkInterfaces/{m.name}-nic"
+                        )
+                    }
+                ]
+            },
+            "provisioningState": "Succeeded",
+            "timeCreated": _CREATED,
+        }
+        if vm.vmss:
+            props["virtualMachineScaleSet"] = {
+                "id": (
+                    f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}"
+                    f"/providers/Microsoft.Compute/virtualMachineScaleSets/{vm.vmss}"
+                )
+            }
+        body: dict[str, Any] = {
+            "name": m.name,
+            "id": m.id,
+            "type": "Microsoft.Compute/virtualMachines",
+            "location": m.location,
+        }
+        if vm.tags:
+            body["tags"] = _tags(vm.tags)
+        ident = identity_block(self.fleet, vm)
+        if ident:
+            body["identity"] = ident
+        body["properties"] = props
+        return body
+
+    def vmss(self, ss: VmssSpec) -> dict[str, Any]:
+        cached = self._vmss_cache.get(ss.resource_id)
+        if cached is not None:
+            return cached
+        props: dict[str, Any] = {
+            "orchestrationMode": ss.orchestration,
+            "provisioningState": "Succeeded",
+            "uniqueId": _uid(ss),
+            "timeCreated": _CREATED,
+        }
+        if ss.orchestration == "Uniform":
+            props["upgradePolicy"] = {"mode": "Manual"}
+            props["overprovision"] = False
+            props["singlePlacementGroup"] = True
+            props["virtualMachineProfile"] = {
+                "osProfile": {**_os_profile(ss.name, ss.os), "computerNamePrefix": ss.name},
+                "storageProfile": {
+                    "imageReference": _image(ss.os),
+                    "osDisk": {
+                        "osType": "Windows" if ss.os == "windows" else "Linux",
+                        "createOption": "FromImage",
+                        "caching": "ReadWrite",
+                        "managedDisk": {"storageAccountType": "Premium_LRS"},
+                        "diskSizeGB": 30,
+                    },
+                },
+            }
+            del props["virtualMachineProfile"]["osProfile"]["computerName"]
+        else:
+            props["platformFaultDomainCount"] = 1
+        body: dict[str, Any] = {
+            "name": ss.name,
+            "id": ss.resource_id,
+            "type": "Microsoft.Compute/virtualMachineScaleSets",
+            "location": ss.location,
+            "sku": {"name": ss.size, "tier": "Standard", "capacity": ss.instances},
+        }
+        if ss.tags:
+            body["tags"] = _tags(ss.tags)
+        ident = identity_block(self.fleet, ss)
+        if ident:
+            body["identity"] = ident
+        body["properties"] = props
+        self._vmss_cache[ss.resource_id] = body
+        return body
+
+    def vmss_vm(self, m: Machine, *, instance_view: bool = False) -> dict[str, Any]:
+        """A Uniform instance (``virtualMachineScaleSets/{ss}/virtualMachines/{id}``)."""
+        base = self._vm_cache.get(m.id)
+        if base is None:
+            base = self._vm_cache[m.id] = self._vmss_vm_static(m)
+        if not instance_view:
+            return base
+        name = base["properties"]["osProfile"]["computerName"]
+        return {**base, "properties": {**base["properties"], "instanceView": power_instance_view(m, name)}}
+
+    def _vmss_vm_static(self, m: Machine) -> dict[str, Any]:
+        assert m.vmss is not None and m.instance_id is not None
+        ss = m.vmss
+        computer = f"{ss.name}{int(m.instance_id):06x}"
+        body: dict[str, Any] = {
+            "name": m.name,
+            "id": m.id,
+            "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
+            "location": m.location,
+            "instanceId": m.instance_id,
+            "sku": {"name": ss.size, "tier": "Standard"},
+        }
+        if ss.tags:
+            body["tags"] = _tags(ss.tags)
+        body["properties"] = {
+            "latestModelApplied": True,
+            "modelDefinitionApplied": "VirtualMachineScaleSet",
+            "vmId": _uid(ss, m.instance_id),
+            "hardwareProfile": {"vmSize": ss.size},
+            "storageProfile": {"imageReference": _image(m.os), "osDisk": _os_disk(m), "dataDisks": []},
+            "osProfile": _os_profile(computer, m.os),
+            "provisioningState": "Succeeded",
+            "timeCreated": _CREATED,
+        }
+        return body
+
+    # ------------------------------------------------------------------ resources
+    @staticmethod
+    def resource(entry: ResourceEntry, *, with_tags: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": entry.id,
+            "name": entry.name,
+            "type": entry.type,
+            "location": entry.location,
+        }
+        if with_tags and entry.tags:
+            body["tags"] = _tags(entry.tags)
+        return body
+
+    @staticmethod
+    def resource_group(sub: SubscriptionSpec, rg: ResourceGroupSpec) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": f"/subscriptions/{sub.id}/resourceGroups/{rg.name}",
+            "name": rg.name,
+            "type": "Microsoft.Resources/resourceGroups",
+            "location": rg.location,
+            "properties": {"provisioningState": "Succeeded"},
+        }
+        if rg.tags:
+            body["tags"] = _tags(rg.tags)
+        return body
+
+    def subscription(self, sub: SubscriptionSpec) -> dict[str, Any]:
+        return {
+            "id": f"/subscriptions/{sub.id}",
+            "authorizationSource": "RoleBased",
+            "managedByTenants": [],
+            "subscriptionId": sub.id,
+            "tenantId": self.fleet.sim.tenant_id,
+            "displayName": sub.name,
+            "state": "Enabled",
+            "subscriptionPolicies": {
+                "locationPlacementId": "Public_2014-09-01",
+                "quotaId": "PayAsYouGo_2014-09-01",
+                "spendingLimit": "Off",
+            },
+        }
+
+    def tenant(self) -> dict[str, Any]:
+        t = self.fleet.sim.tenant_id
+        return {
+            "id": f"/tenants/{t}",
+            "tenantId": t,
+            "tenantCategory": "Home",
+            "displayName": "Local Azure",
+            "defaultDomain": "localazure.onmicrosoft.com",
+            "domains": ["localazure.onmicrosoft.com"],
+        }
+
+    # ------------------------------------------------------------------ run commands
+    @staticmethod
+    def run_command(rc: RunCommand, *, instance_view: bool = False) -> dict[str, Any]:
+        m = rc.machine
+        props: dict[str, Any] = {}
+        for key, value in rc.settings.items():
+            if key in _NOT_ECHOED:
+                continue
+            if key == "source" and isinstance(value, dict):
+                value = {
+                    k: (_no_query(v) if k == "scriptUri" else v)
+                    for k, v in value.items()
+                    if k != "scriptUriManagedIdentity"
+                }
+            elif key in ("outputBlobUri", "errorBlobUri") and isinstance(value, str):
+                value = _no_query(value)
+            props[key] = value
+        props.setdefault("asyncExecution", False)
+        props.setdefault("treatFailureAsDeploymentFailure", False)
+        props["provisioningState"] = rc.provisioning_state()
+        if instance_view:
+            props["instanceView"] = execution_view(rc.status)
+        body: dict[str, Any] = {
+            "name": rc.name,
+            "id": f"{m.id}/runCommands/{rc.name}",
+            "type": m.run_command_type,
+            "location": rc.location,
+        }
+        if rc.tags:
+            body["tags"] = dict(rc.tags)
+        body["properties"] = props
+        return body
+
+    @staticmethod
+    def operation(op: Operation) -> dict[str, Any]:
+        body: dict[str, Any] = {"startTime": _time(op.start), "status": op.status, "name": op.id}
+        if op.end is not None:
+            body["endTime"] = _time(op.end)
+        if op.error is not None:
+            body["error"] = dict(op.error)
+        if op.kind == "action" and op.status == "Succeeded":
+            body["properties"] = {"output": Renderer.action_result(op)}
+        return body
+
+    @staticmethod
+    def action_result(op: Operation) -> dict[str, Any]:
+        """The legacy action's ``RunCommandResult``: stdout and stderr (last 4 KB each)."""
+        st = op.execution
+        out, err = (st.output, st.error) if st is not None else ("", "")
+        return {
+            "value": [
+                {
+                    "code": f"ComponentStatus/{name}/succeeded",
+                    "level": "Info",
+                    "displayStatus": "Provisioning succeeded",
+                    "message": text,
+                }
+                for name, text in (("StdOut", out), ("StdErr", err))
+            ]
+        }
+
+
+def execution_view(st: ExecutionStatus) -> dict[str, Any]:
+    """A run command's ``instanceView`` from the agent's live status."""
+    view: dict[str, Any] = {
+        "executionState": st.state,
+        "executionMessage": st.message,
+        "exitCode": st.exit_code,
+        "output": st.output,
+        "error": st.error,
+    }
+    if st.start_time is not None:
+        view["startTime"] = _time(st.start_time)
+    if st.end_time is not None:
+        view["endTime"] = _time(st.end_time)
+    view["statuses"] = []
+    return view
+
+
+def _no_query(uri: str) -> str:
+    """A blob URI without its SAS (the platform moves SAS tokens to protected settings)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri.split("?", 1)[0]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _uid(ss: VmssSpec, instance: str = "") -> str:
+    return stable_uuid("vmss", ss.resource_id, instance)
