@@ -8,11 +8,13 @@ subscription and closed together by :meth:`ClientFactory.aclose`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from azrun.cloud import Cloud
+
+_C = TypeVar("_C")
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -131,11 +133,11 @@ class ClientFactory:
             lambda: SubscriptionClient(self.async_credential(), **self._kwargs(aio=True)),
         )
 
-    def _cached(self, key: tuple[str, str], build: Any) -> Any:
+    def _cached(self, key: tuple[str, str], build: Callable[[], _C]) -> _C:
         client = self._aio.get(key)
         if client is None:
             client = self._aio[key] = build()
-        return client
+        return cast(_C, client)
 
     async def aclose(self) -> None:
         clients, self._aio = list(self._aio.values()), {}

@@ -15,6 +15,7 @@ import sys
 from typing import Annotated
 
 import typer
+from typer.exceptions import TyperException
 
 from azrun import __version__
 from azrun.errors import AzrunError
@@ -55,7 +56,10 @@ def _print_error(exc: AzrunError) -> None:
 
 
 def _register_commands() -> None:
-    from azrun.cli import _sim  # noqa: F401  (each module adds its commands to `app`)
+    # each module adds its commands to `app`
+    from azrun.cli import _config, _sim, _targets  # noqa: F401
+    from azrun.cli import _logs  # noqa: F401
+    from azrun.cli import _run  # noqa: F401
 
 
 _register_commands()
@@ -73,15 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int | None) else 2
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return 2
-        if isinstance(exc, click.exceptions.Abort):
-            return 130
-        raise
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        return 130
+    except TyperException as exc:  # usage errors (typer vendors click's ClickException under it)
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        return int(getattr(exc, "exit_code", 2))
     return rc if isinstance(rc, int) else 0
