@@ -1,0 +1,545 @@
+"""azrun.targets: selector parsing, and resolution against a local Azure with a fleet of its own.
+
+The fleet spans two subscriptions and several resource groups with standalone VMs, Uniform and
+Flexible scale sets, stopped machines and an identity without access to the second
+subscription. ``page_size = 3`` makes every listing (resources, VMs, scale sets, instances)
+take several pages, so paging is exercised by every resolution.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from azrun.azerrors import azure_error, map_azure_errors, missing_action
+from azrun.errors import (
+    AuthError,
+    AzrunError,
+    ConfigError,
+    NoTargetsMatched,
+    PermissionDenied,
+    TargetError,
+    ThrottledError,
+)
+from azrun.models import Target, TargetKind
+from azrun.targets import Selection, Selector, TagFilter, parse_tags, resolve
+
+SUB_A = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+SUB_B = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
+SUB_MISSING = "cccccccc-cccc-4ccc-8ccc-cccccccccccc"
+
+FLEET = f"""
+[sim]
+current_vm = "rg-misc/vm-untagged"
+page_size = 3
+agent_start_delay_s = 0.05
+
+[[subscription]]
+id = "{SUB_A}"
+name = "A"
+  [subscription.access]
+  "id-limited" = "reader"
+  [[subscription.identity]]
+  name = "id-limited"
+  resource_group = "rg-misc"
+
+  [[subscription.resource_group]]
+  name = "rg-web"
+    [[subscription.resource_group.vm]]
+    name = "vm-web-{{i:02d}}"
+    count = 4
+    tags = {{ env = "prod", role = "web" }}
+    [[subscription.resource_group.vm]]
+    name = "vm-web-05"
+    tags = {{ env = "staging", role = "web" }}
+    [[subscription.resource_group.vm]]
+    name = "vm-web-off"
+    power = "deallocated"
+    tags = {{ env = "prod", role = "web" }}
+
+  [[subscription.resource_group]]
+  name = "rg-win"
+    [[subscription.resource_group.vm]]
+    name = "win-01"
+    os = "windows"
+    tags = {{ env = "prod", role = "app" }}
+    [[subscription.resource_group.vm]]
+    name = "win-02"
+    os = "windows"
+    power = "stopped"
+    tags = {{ env = "prod", role = "app" }}
+
+  [[subscription.resource_group]]
+  name = "rg-scale"
+    [[subscription.resource_group.vmss]]
+    name = "vmss-api"
+    orchestration = "Uniform"
+    instances = 5
+    tags = {{ env = "prod", role = "api" }}
+    instance_power = {{ "4" = "deallocated" }}
+    system_identity = true
+    [[subscription.resource_group.vmss]]
+    name = "vmss-flex"
+    orchestration = "Flexible"
+    instances = 3
+    tags = {{ env = "prod", role = "batch" }}
+    member_tags = {{ team = "data" }}
+    [[subscription.resource_group.vmss]]
+    name = "vmss-dev"
+    orchestration = "Uniform"
+    instances = 2
+    tags = {{ env = "dev", role = "api" }}
+
+  [[subscription.resource_group]]
+  name = "rg-misc"
+    [[subscription.resource_group.vm]]
+    name = "vm-untagged"
+    system_identity = true
+    user_identities = ["id-limited"]
+    [[subscription.resource_group.vmss]]
+    name = "vmss-flex2"
+    orchestration = "Flexible"
+    instances = 2
+    member_tags = {{ env = "prod", role = "worker" }}
+
+[[subscription]]
+id = "{SUB_B}"
+name = "B"
+  [subscription.access]
+  "id-limited" = "none"
+  [[subscription.resource_group]]
+  name = "rg-b"
+    [[subscription.resource_group.vm]]
+    name = "vm-b-{{i:02d}}"
+    count = 2
+    tags = {{ env = "prod", role = "web" }}
+    [[subscription.resource_group.vm]]
+    name = "vm-b-dev"
+    tags = {{ env = "dev", role = "web" }}
+  [[subscription.resource_group]]
+  name = "rg-bscale"
+    [[subscription.resource_group.vmss]]
+    name = "vmss-b"
+    orchestration = "Uniform"
+    instances = 2
+    tags = {{ env = "prod", role = "web" }}
+"""
+
+WEB_PROD = {"vm-web-01", "vm-web-02", "vm-web-03", "vm-web-04"}
+API_RUNNING = {"vmss-api/0", "vmss-api/1", "vmss-api/2", "vmss-api/3"}
+
+
+# ----------------------------------------------------------------------------- parsing (no I/O)
+@pytest.mark.parametrize(
+    ("text", "key", "values"),
+    [
+        ("env=prod", "env", frozenset({"prod"})),
+        ("env=prod,staging", "env", frozenset({"prod", "staging"})),
+        (" env = prod , staging ", "env", frozenset({"prod", "staging"})),
+        ("env", "env", None),
+        ("env=", "env", frozenset({""})),
+        ("k=a=b", "k", frozenset({"a=b"})),
+    ],
+)
+def test_tag_filter_parse(text: str, key: str, values: frozenset[str] | None) -> None:
+    f = TagFilter.parse(text)
+    assert (f.key, f.values) == (key, values)
+
+
+@pytest.mark.parametrize("text", ["=x", "=", " =prod", "env=a,,b", "env=a,"])
+def test_tag_filter_bad_syntax_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        TagFilter.parse(text, flag="--exclude-tag")
+    assert "--exclude-tag" in info.value.message and info.value.hint
+
+
+def test_tag_filter_matching_is_case_insensitive_for_names_only() -> None:
+    f = TagFilter.parse("Env=Prod")
+    assert f.matches({"env": "Prod"}) and f.matches({"ENV": "Prod"})
+    assert not f.matches({"env": "prod"})
+    assert f.mismatch({"role": "web"}) == "has no tag 'Env' (--tag Env=Prod)"
+    assert f.mismatch({"env": "dev"}) == "tag env=dev does not match --tag Env=Prod"
+    assert TagFilter("env").matches({"ENV": ""})
+
+
+def test_odata_filters_narrow_server_side_and_escape_quotes() -> None:
+    assert TagFilter.parse("env=prod").odata() == "tagName eq 'env' and tagValue eq 'prod'"
+    assert TagFilter.parse("env=a,b").odata() == "tagName eq 'env'"
+    assert TagFilter.parse("o'k=it's").odata() == "tagName eq 'o''k' and tagValue eq 'it''s'"
+
+
+def test_repeated_keys_accumulate_values() -> None:
+    tags = parse_tags(["env=prod", "role=web", "ENV=staging"])
+    assert [str(t) for t in tags] == ["env=prod,staging", "role=web"]
+    assert [str(t) for t in parse_tags(["env=prod", "env"])] == ["env"]
+
+
+def test_selector_requires_a_narrowing_option_or_all() -> None:
+    with pytest.raises(ConfigError) as info:
+        Selector.from_options(os="linux", include_stopped=True)
+    assert info.value.hint == "add --tag/--name/-g, or --all to target every machine in scope"
+    assert Selector.from_options(select_all=True).is_empty
+    assert not Selector.from_options(resource_groups=["rg"]).is_empty
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"os": "bsd", "select_all": True}, "--os 'bsd'"),
+        ({"subscriptions": ["prod"], "select_all": True}, "--subscription 'prod'"),
+        ({"subscriptions": [SUB_A], "all_subscriptions": True, "select_all": True}, "exclude each other"),
+        ({"names": [" "]}, "--name needs a value"),
+        ({"tags": ["=x"]}, "--tag '=x'"),
+    ],
+)
+def test_selector_option_errors(kwargs: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Selector.from_options(**kwargs)
+    assert needle in info.value.message and info.value.hint
+
+
+def test_selector_normalises_and_describes() -> None:
+    sel = Selector.from_options(
+        tags=["env=prod"], exclude_tags=["role=db"], subscriptions=[SUB_A.upper(), SUB_A], resource_groups=["rg-a"],
+        names=["vm-*"], os="Linux",
+    )
+    assert sel.subscriptions == (SUB_A,) and sel.os == "linux"
+    assert sel.describe() == "--tag env=prod --exclude-tag role=db -g rg-a --name 'vm-*' --os linux"
+
+
+def _target(name: str, **kw: Any) -> Target:
+    base: dict[str, Any] = {
+        "resource_id": f"/subscriptions/{SUB_A}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}",
+        "name": name, "kind": TargetKind.VM, "subscription_id": SUB_A, "resource_group": "rg",
+        "location": "westeurope", "os": "linux", "power_state": "running", "vm_name": name,
+    }
+    return Target(**{**base, **kw})
+
+
+def test_rejection_reasons() -> None:
+    sel = Selector.from_options(tags=["env=prod"], exclude_tags=["role=db"], names=["vm-*", "vmss-api"], os="linux")
+    ok = _target("vm-1", tags=(("env", "prod"),))
+    assert sel.rejection(ok) is None
+    assert sel.rejection(_target("db-1", tags=(("env", "prod"),))) == "name does not match --name vm-* vmss-api"
+    assert sel.rejection(_target("vm-2", os="windows", tags=(("env", "prod"),))) == "OS is windows, not linux"
+    assert sel.rejection(_target("vm-3")) == "has no tag 'env' (--tag env=prod)"
+    excluded = _target("vm-4", tags=(("env", "prod"), ("role", "db")))
+    assert sel.rejection(excluded) == "excluded by --exclude-tag role=db"
+    instance = _target("vmss-api/3", kind=TargetKind.VMSS_UNIFORM, scale_set="vmss-api", instance_id="3",
+                       vm_name="vmss-api_3", tags=(("env", "prod"),))
+    assert sel.rejection(instance) is None  # by its scale set's name
+
+
+@pytest.mark.parametrize(
+    ("pattern", "scale_set", "could"),
+    [
+        ("vmss-api", "vmss-api", True),
+        ("vmss-api/2", "vmss-api", True),
+        ("vmss-api_2", "vmss-api", True),
+        ("VMSS-*", "vmss-api", True),
+        ("*3", "vmss-api", True),
+        ("vmss-apix*", "vmss-api", False),
+        ("vm-web-*", "vmss-api", False),
+        ("vmss-api2", "vmss-api", False),
+    ],
+)
+def test_scale_set_name_prefilter(pattern: str, scale_set: str, could: bool) -> None:
+    sel = Selector.from_options(names=[pattern])
+    assert (sel.scale_set_rejection(scale_set, "linux", {}) is None) is could
+
+
+# ----------------------------------------------------------------------------- error mapping (no I/O)
+class _Response:
+    """The few attributes azure-core's HttpResponseError reads from a response."""
+
+    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self.status_code = status
+        self.reason = "reason"
+        self.headers = headers or {}
+        self.content_type = "application/json"
+        self.request = None
+        self._body = json.dumps(body)
+
+    def text(self, encoding: str | None = None) -> str:
+        return self._body
+
+    def body(self) -> bytes:
+        return self._body.encode()
+
+
+def _http_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Exception:
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.core.exceptions import ARMErrorFormat
+
+    response = _Response(status, {"error": {"code": code, "message": message}}, headers)
+    return HttpResponseError(response=response, error_format=ARMErrorFormat)
+
+
+def test_403_names_the_missing_action_and_never_the_token() -> None:
+    msg = (
+        "The client 'x' with object id 'x' does not have authorization to perform action "
+        "'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/s' Bearer eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.sig"
+    )
+    err = azure_error(_http_error(403, "AuthorizationFailed", msg), "listing", subscription=SUB_A)
+    assert isinstance(err, PermissionDenied)
+    assert err.action == "Microsoft.Compute/virtualMachines/read"
+    assert SUB_A in err.message and "eyJ" not in err.message and "\n" not in err.message
+    assert missing_action("nothing here") is None
+
+
+def test_error_mapping_by_status_and_code() -> None:
+    throttled = azure_error(_http_error(429, "TooManyRequests", "slow down", {"Retry-After": "7"}))
+    assert isinstance(throttled, ThrottledError) and throttled.retry_after_s == 7
+    missing = azure_error(_http_error(404, "SubscriptionNotFound", "nope"), "listing", subscription=SUB_MISSING)
+    assert isinstance(missing, TargetError) and SUB_MISSING in missing.message
+    other = azure_error(_http_error(500, "InternalServerError", "boom\nsecond line"))
+    assert type(other) is AzrunError and other.message == "ARM answered 500 InternalServerError: boom second line"
+    assert azure_error(ValueError("not azure")) is None
+
+
+def test_map_azure_errors_translates_network_and_auth_errors() -> None:
+    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+
+    with pytest.raises(AuthError) as auth, map_azure_errors("listing"):
+        raise ClientAuthenticationError("token request failed: access_token=abc.def")
+    assert "abc.def" not in auth.value.message and isinstance(auth.value.__cause__, ClientAuthenticationError)
+    with pytest.raises(AzrunError, match="cannot reach Azure") as net, map_azure_errors("listing"):
+        raise ServiceRequestError("connection refused")
+    assert net.value.hint
+    with pytest.raises(KeyError), map_azure_errors("listing"):
+        raise KeyError("untouched")
+
+
+# ----------------------------------------------------------------------------- against the local Azure
+@pytest.fixture(scope="module")
+def fleet_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from azrun.sim.launcher import SimProcess
+
+    sim = SimProcess(FLEET, workdir=tmp_path_factory.mktemp("targets-sim"), storage=False)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+async def select(
+    fleet_sim: Any, azure_env: Callable[[Any], dict[str, str]]
+) -> AsyncIterator[Callable[..., Any]]:
+    """``await select(explain=False, **options)`` resolves with the sim's default subscription."""
+    from azrun.clients import ClientFactory
+
+    azure_env(fleet_sim)
+    factories: list[ClientFactory] = []
+
+    async def run(*, explain: bool = False, client_id: str | None = None, **options: Any) -> Selection:
+        from azrun.auth import IdentitySelector
+
+        identity = IdentitySelector(client_id=client_id) if client_id else None
+        factory = ClientFactory.from_env(identity=identity)
+        factories.append(factory)
+        selector = Selector.from_options(**options)
+        return await resolve(selector, factory, default_subscriptions=[SUB_A], explain=explain)
+
+    yield run
+    for factory in factories:
+        await factory.aclose()
+
+
+def names(items: Any) -> set[str]:
+    return {getattr(i, "target", i).name for i in items}
+
+
+def _flex_members(prefix: str, count: int) -> set[str]:
+    from azrun.sim.fleet import load_fleet
+
+    fleet = load_fleet(FLEET)
+    found = {v.name for v in fleet.vms if v.vmss == prefix}
+    assert len(found) == count
+    return found
+
+
+FLEX = _flex_members("vmss-flex", 3)
+FLEX2 = _flex_members("vmss-flex2", 2)
+
+
+@pytest.mark.parametrize(
+    ("options", "selected", "skipped"),
+    [
+        pytest.param({"tags": ["env=prod"]}, WEB_PROD | {"win-01"} | API_RUNNING | FLEX | FLEX2,
+                     {"vm-web-off", "win-02", "vmss-api/4"}, id="one-tag"),
+        pytest.param({"tags": ["env=prod,staging", "role=web"]}, WEB_PROD | {"vm-web-05"}, {"vm-web-off"},
+                     id="values-or-keys-and"),
+        pytest.param({"tags": ["role"], "resource_groups": ["rg-scale", "rg-misc"]},
+                     API_RUNNING | FLEX | FLEX2 | {"vmss-dev/0", "vmss-dev/1"}, {"vmss-api/4"}, id="key-exists"),
+        pytest.param({"tags": ["env=prod", "team=data"]}, FLEX, set(), id="scale-set-tag-and-member-tag"),
+        pytest.param({"tags": ["role=worker"]}, FLEX2, set(), id="member-tag-selects-member"),
+        pytest.param({"tags": ["env=prod"], "exclude_tags": ["role=web", "role=api"]}, {"win-01"} | FLEX | FLEX2,
+                     {"win-02"}, id="exclude-tag"),
+        pytest.param({"select_all": True, "resource_groups": ["rg-scale"]},
+                     API_RUNNING | FLEX | {"vmss-dev/0", "vmss-dev/1"}, {"vmss-api/4"}, id="resource-group"),
+        pytest.param({"resource_groups": ["rg-web", "RG-WIN"], "os": "windows"}, {"win-01"}, {"win-02"},
+                     id="os-windows"),
+        pytest.param({"resource_groups": ["rg-win"], "os": "linux"}, set(), set(), id="os-nothing"),
+        pytest.param({"names": ["vm-web-0*"]}, WEB_PROD | {"vm-web-05"}, set(), id="name-glob"),
+        pytest.param({"names": ["vmss-api"]}, API_RUNNING, {"vmss-api/4"}, id="name-of-scale-set"),
+        pytest.param({"names": ["VMSS-*/1"]}, {"vmss-api/1", "vmss-dev/1"}, set(), id="name-of-instance"),
+        pytest.param({"names": ["vmss-flex"]}, FLEX, set(), id="name-of-flex-scale-set"),
+        pytest.param({"tags": ["env=prod"], "resource_groups": ["rg-web"], "include_stopped": True},
+                     WEB_PROD | {"vm-web-off"}, set(), id="include-stopped"),
+        pytest.param({"tags": ["env=prod", "role=web"], "all_subscriptions": True},
+                     WEB_PROD | {"vm-b-01", "vm-b-02", "vmss-b/0", "vmss-b/1"}, {"vm-web-off"}, id="all-subscriptions"),
+        pytest.param({"subscriptions": [SUB_B], "select_all": True},
+                     {"vm-b-01", "vm-b-02", "vm-b-dev", "vmss-b/0", "vmss-b/1"}, set(), id="other-subscription"),
+        pytest.param({"subscriptions": [SUB_A, SUB_B], "tags": ["env=dev"]},
+                     {"vmss-dev/0", "vmss-dev/1", "vm-b-dev"}, set(), id="two-subscriptions"),
+    ],
+)
+async def test_selector_combinations(
+    select: Callable[..., Any], options: dict[str, Any], selected: set[str], skipped: set[str]
+) -> None:
+    selection = await select(**options)
+    assert names(selection.targets) == selected
+    assert names(selection.skipped) == skipped
+    assert [t.sort_key for t in selection.targets] == sorted(t.sort_key for t in selection.targets)
+
+
+async def test_targets_carry_kind_scope_power_os_and_identity(select: Callable[..., Any]) -> None:
+    selection = await select(select_all=True, include_stopped=True, all_subscriptions=True)
+    by_name = {t.name: t for t in selection.targets}
+    assert len(by_name) == len(selection.targets) == 26 and not selection.skipped
+    api4 = by_name["vmss-api/4"]
+    assert (api4.kind, api4.scale_set, api4.instance_id, api4.power_state) == (
+        TargetKind.VMSS_UNIFORM, "vmss-api", "4", "deallocated")
+    assert api4.resource_id.endswith("/virtualMachineScaleSets/vmss-api/virtualMachines/4")
+    assert api4.system_identity and api4.vm_name == "vmss-api_4" and api4.resource_group == "rg-scale"
+    member = by_name[sorted(FLEX)[0]]
+    assert (member.kind, member.scale_set) == (TargetKind.VMSS_FLEX, "vmss-flex")
+    assert member.tag_dict() == {"env": "prod", "role": "batch", "team": "data"}
+    assert "/virtualMachines/" in member.resource_id and "virtualMachineScaleSets" not in member.resource_id
+    win = by_name["win-02"]
+    assert (win.kind, win.os, win.power_state, win.subscription_id) == (TargetKind.VM, "windows", "stopped", SUB_A)
+    ops = by_name["vm-untagged"]
+    assert ops.system_identity and len(ops.user_identity_client_ids) == 1 and ops.tags == ()
+    assert by_name["vm-b-dev"].subscription_id == SUB_B
+    assert {t.location for t in selection.targets} == {"westeurope"}
+
+
+async def test_stopped_machines_are_skipped_with_a_reason(select: Callable[..., Any]) -> None:
+    selection = await select(tags=["env=prod"], resource_groups=["rg-web", "rg-win", "rg-scale"])
+    reasons = {s.target.name: s.reason for s in selection.skipped}
+    assert reasons == {
+        "vm-web-off": "VM is deallocated (use --include-stopped to include it)",
+        "win-02": "VM is stopped (use --include-stopped to include it)",
+        "vmss-api/4": "instance is deallocated (use --include-stopped to include it)",
+    }
+    assert selection.counts()["power"] == {"deallocated": 2, "running": 12, "stopped": 1}
+    assert selection.counts()["kind"] == {"vm": 7, "vmss-flex-member": 3, "vmss-uniform-instance": 5}
+
+
+async def test_paging_is_followed_and_requests_stay_per_listing(select: Callable[..., Any], fleet_sim: Any) -> None:
+    before = len(fleet_sim.requests())
+    selection = await select(tags=["env=prod"])
+    ops = [r["op"] for r in fleet_sim.requests()[before:] if r["service"] == "arm"]
+    # page_size 3: 11 tagged resources -> 4 pages; 14 VMs -> 5; 4 scale sets -> 2; 5 instances -> 2.
+    assert ops.count("Resources_List") == 4
+    assert ops.count("VirtualMachines_ListAll") == 5
+    assert ops.count("VirtualMachineScaleSets_ListAll") == 2
+    assert ops.count("VirtualMachineScaleSetVMs_List") == 2  # vmss-api only: vmss-dev is not tagged env=prod
+    assert len(ops) == selection.arm_requests == 13
+    assert "vmss-api/3" in names(selection.targets) and "vmss-api/4" in names(selection.skipped)
+
+
+async def test_tag_only_on_a_flexible_scale_set_lists_its_members_not_every_vm(
+    select: Callable[..., Any], fleet_sim: Any
+) -> None:
+    before = len(fleet_sim.requests())
+    selection = await select(tags=["role=batch"])
+    assert names(selection.targets) == FLEX and not selection.skipped
+    ops = [r["op"] for r in fleet_sim.requests()[before:] if r["service"] == "arm"]
+    assert "VirtualMachines_ListAll" not in ops
+    assert ops.count("VirtualMachines_List") == 1  # $filter='virtualMachineScaleSet/id' eq ... (3 members)
+    assert all(t.kind is TargetKind.VMSS_FLEX and t.power_state == "running" for t in selection.targets)
+
+
+async def test_unknown_tag_is_an_empty_selection_after_one_request(select: Callable[..., Any]) -> None:
+    selection = await select(tags=["env=nope"], all_subscriptions=True)
+    assert selection.targets == selection.skipped == ()
+    assert selection.subscriptions == (SUB_A, SUB_B)
+    assert selection.arm_requests == 1 + 2  # the subscription list, then one tag query per subscription
+    assert selection.no_match_message() == f"no machine matched --tag env=nope in subscription(s) {SUB_A}, {SUB_B}"
+    with pytest.raises(NoTargetsMatched, match="no machine matched --tag env=nope"):
+        selection.require_targets()
+
+
+async def test_only_stopped_matches_refuse_to_run(select: Callable[..., Any]) -> None:
+    selection = await select(names=["win-02"])
+    assert names(selection.skipped) == {"win-02"}
+    with pytest.raises(NoTargetsMatched, match="stopped or deallocated"):
+        selection.require_targets()
+
+
+async def test_explain_lists_every_machine_left_out(select: Callable[..., Any]) -> None:
+    selection = await select(tags=["role=api"], resource_groups=["rg-scale"], explain=True)
+    assert names(selection.targets) == API_RUNNING | {"vmss-dev/0", "vmss-dev/1"}
+    assert {n.name: n.reason for n in selection.not_selected} == {
+        m: "tag role=batch does not match --tag role=api" for m in FLEX
+    }
+    selection = await select(tags=["env=prod"], names=["vmss-*", "vm-web-0*"], resource_groups=["rg-scale", "rg-web"],
+                             explain=True)
+    reasons = {n.name: n.reason for n in selection.not_selected}
+    assert reasons["vmss-dev/*"] == "scale set: tag env=dev does not match --tag env=prod"
+    assert reasons["vm-web-05"] == "tag env=staging does not match --tag env=prod"
+    assert reasons["vm-web-off"] == "name does not match --name vmss-* vm-web-0*"
+    assert set(reasons) == {"vmss-dev/*", "vm-web-05", "vm-web-off"}
+
+
+async def test_missing_subscription_is_one_line_naming_it(select: Callable[..., Any]) -> None:
+    with pytest.raises(TargetError) as info:
+        await select(subscriptions=[SUB_A, SUB_MISSING], select_all=True)
+    assert SUB_MISSING in info.value.message and "\n" not in info.value.message
+    assert "Reader" in (info.value.hint or "")
+
+
+async def test_subscription_without_access_names_it_and_the_action(select: Callable[..., Any]) -> None:
+    from azrun.sim.fleet import load_fleet
+
+    identity = load_fleet(FLEET).identity(SUB_A, "id-limited")
+    assert identity is not None
+    with pytest.raises(PermissionDenied) as info:
+        await select(subscriptions=[SUB_B], tags=["env=prod"], client_id=identity.client_id)
+    assert SUB_B in info.value.message and "\n" not in info.value.message
+    assert info.value.action == "Microsoft.Resources/subscriptions/resources/read"
+    # the reader identity sees only subscription A when asked for every visible one
+    selection = await select(all_subscriptions=True, tags=["env=dev"], client_id=identity.client_id)
+    assert selection.subscriptions == (SUB_A,) and names(selection.targets) == {"vmss-dev/0", "vmss-dev/1"}
+
+
+def test_no_default_subscription_is_a_config_error(fleet_sim: Any, azure_env: Callable[[Any], Any]) -> None:
+    import asyncio
+
+    from azrun.clients import ClientFactory
+
+    azure_env(fleet_sim)
+
+    async def go() -> None:
+        factory = ClientFactory.from_env()
+        try:
+            await resolve(Selector.from_options(select_all=True), factory)
+        finally:
+            await factory.aclose()
+
+    with pytest.raises(ConfigError, match="no subscription"):
+        asyncio.run(go())
+
+
+def test_fleet_text_is_valid_toml(tmp_path: Path) -> None:
+    from azrun.sim.fleet import load_fleet
+
+    fleet = load_fleet(FLEET)
+    assert {s.id for s in fleet.subscriptions} == {SUB_A, SUB_B}
