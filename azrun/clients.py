@@ -103,10 +103,10 @@ class ClientFactory:
 
         return ResourceManagementClient(self.credential(), subscription_id, **self._kwargs(aio=False))
 
-    def subscriptions(self) -> SubscriptionClient:
+    def subscriptions(self, credential: TokenCredential | None = None) -> SubscriptionClient:
         from azure.mgmt.resource.subscriptions import SubscriptionClient
 
-        return SubscriptionClient(self.credential(), **self._kwargs(aio=False))
+        return SubscriptionClient(credential or self.credential(), **self._kwargs(aio=False))
 
     # -- aio clients (cached; closed by aclose) ------------------------------------------------
     def aio_compute(self, subscription_id: str) -> AsyncComputeManagementClient:

@@ -57,9 +57,7 @@ def _print_error(exc: AzrunError) -> None:
 
 def _register_commands() -> None:
     # each module adds its commands to `app`
-    from azrun.cli import _config, _sim, _targets  # noqa: F401
-    from azrun.cli import _logs  # noqa: F401
-    from azrun.cli import _run  # noqa: F401
+    from azrun.cli import _auth, _config, _logs, _run, _sim, _targets  # noqa: F401
 
 
 _register_commands()
