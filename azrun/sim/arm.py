@@ -302,7 +302,7 @@ class AdminApp:
             "requests": requests,
             "runningScripts": self.world.agent.running_count(),
             "runCommands": sum(len(m.run_commands) for m in self.world.machines.values()),
-            "operations": len(self.world.operations),
+            "operations": len(self.world.runs.operations),
         }
 
     @staticmethod
@@ -319,7 +319,10 @@ class AdminApp:
 def make_arm_app(world: World) -> web.Application:
     """All ARM routes plus the ``/_sim`` admin routes; starts the world's scheduler."""
     arm, admin = ArmApp(world), AdminApp(world)
-    app = web.Application(client_max_size=_MAX_BODY)
+    # Long URLs are legal (operation URLs, nextLinks with filters): allow 64 KB request lines.
+    app = web.Application(
+        client_max_size=_MAX_BODY, handler_args={"max_line_size": 65536, "max_field_size": 65536}
+    )
     app.router.add_route("*", "/_sim/{tail:.*}", admin.handle)
     app.router.add_route("*", "/{tail:.*}", arm.handle)
 

@@ -121,7 +121,7 @@ async def run_action(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     script, command_id, parameters = _parse(call.body, m)
     if m.power != "running":
         raise err.vm_not_running()
-    if svc.world.action_busy(m):
+    if svc.world.runs.action_busy(m):
         raise err.conflict_in_progress()
-    op = svc.world.run_action(m, script=script, command_id=command_id, parameters=parameters)
+    op = svc.world.runs.run_action(m, script=script, command_id=command_id, parameters=parameters)
     return Reply(202, None, operation_headers(call, op))

@@ -25,7 +25,7 @@ _VMSS_ID = re.compile(r"^'?virtualMachineScaleSet/id'?\s+eq\s+'?([^']+?)'?$", re
 
 def _bad(text: str) -> ArmError:
     return ArmError(
-        400, "InvalidFilterInQueryString", f"Invalid $filter '{text}' specified in the query string."
+        400, "InvalidFilterInQueryString", f"Invalid $filter '{text[:256]}' specified in the query string."
     )
 
 

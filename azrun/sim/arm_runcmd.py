@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 from azrun.sim import arm_errors as err
 from azrun.sim.arm_context import Call, Reply, Service, listing, page
-from azrun.sim.state import Machine, Operation, RunCommand
+from azrun.sim.arm_runs import RUN_COMMAND_CAP, Operation, RunCommand
+from azrun.sim.state import Machine
 
 _SOURCES = ("script", "scriptUri", "commandId", "galleryScriptReferenceId")
 _BOOLS = ("asyncExecution", "treatFailureAsDeploymentFailure")
@@ -37,6 +38,8 @@ def json_body(raw: bytes) -> dict[str, Any]:
         raise err.invalid_request_content(
             f"Unexpected character encountered while parsing value. Path '', line {exc.lineno}, position {exc.colno}."
         ) from exc
+    except RecursionError:
+        raise err.invalid_request_content("The JSON nesting is too deep.") from None
     if not isinstance(obj, dict):
         raise err.invalid_request_content("The request content must be a JSON object. Path ''.")
     return obj
@@ -228,14 +231,14 @@ async def put_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
         raise err.conflict_in_progress()
     location, tags, settings = parse_put(call.body)
     _check_location(m, location)
-    why = world.conflict_for_put(m, p["rc"], location, settings)
+    why = world.runs.conflict(m, p["rc"], location, settings)
     if why == "not-running":
         raise err.vm_not_running()
     if why == "cap":
-        raise err.too_many_run_commands(m.name, 25)
+        raise err.too_many_run_commands(m.name, RUN_COMMAND_CAP)
     if why == "in-progress":
         raise err.conflict_in_progress()
-    rc, created, op = await world.put_run_command(m, p["rc"], location, tags, settings)
+    rc, created, op = await world.runs.put(m, p["rc"], location, tags, settings)
     return Reply(201 if created else 200, svc.render.run_command(rc), operation_headers(call, op))
 
 
@@ -250,12 +253,12 @@ async def patch_run_command(svc: Service, call: Call, p: dict[str, str]) -> Repl
         raise _not_found(m, p["rc"])
     settings = {**existing.settings, **changes}
     _fill_and_check(settings)
-    why = svc.world.conflict_for_put(m, existing.name, existing.location, settings)
+    why = svc.world.runs.conflict(m, existing.name, existing.location, settings)
     if why == "not-running":
         raise err.vm_not_running()
     if why == "in-progress":
         raise err.conflict_in_progress()
-    rc, _, op = await svc.world.put_run_command(m, existing.name, existing.location, tags, settings)
+    rc, _, op = await svc.world.runs.put(m, existing.name, existing.location, tags, settings)
     return Reply(200, svc.render.run_command(rc), operation_headers(call, op))
 
 
@@ -280,7 +283,7 @@ async def list_run_commands(svc: Service, call: Call, p: dict[str, str]) -> Repl
 async def delete_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = _machine(svc, p)
     svc.compute(call, _policy(m, True), subscription=m.subscription_id, resource=m.id.lower())
-    op = await svc.world.delete_run_command(m, p["rc"])
+    op = await svc.world.runs.delete(m, p["rc"])
     if op is None:
         return Reply(204)
     return Reply(202, None, operation_headers(call, op))
@@ -289,7 +292,7 @@ async def delete_run_command(svc: Service, call: Call, p: dict[str, str]) -> Rep
 async def get_operation(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     """``Azure-AsyncOperation`` (status body) and ``Location`` (``monitor=true``: 202 until done)."""
     svc.subscription(p["sub"])
-    op = svc.world.poll(p["op"])
+    op = svc.world.runs.poll(p["op"])
     if op is None or op.machine.subscription_id.lower() != p["sub"].lower():
         raise err.entity_not_found()
     svc.compute(call, "VMOperation", subscription=op.machine.subscription_id, resource=op.machine.id.lower())

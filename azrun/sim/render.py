@@ -13,9 +13,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from azrun.sim.agent import ExecutionStatus
+from azrun.sim.arm_runs import Operation, RunCommand
 from azrun.sim.fleet import FleetSpec, ResourceGroupSpec, SubscriptionSpec, VmSpec, VmssSpec, stable_uuid
 from azrun.sim.identity import attached_identities, system_principal, user_principal
-from azrun.sim.state import Machine, Operation, ResourceEntry, RunCommand
+from azrun.sim.state import Machine, ResourceEntry
 
 _CREATED = "2024-06-01T08:00:00.0000000+00:00"
 _POWER_DISPLAY = {"running": "VM running", "stopped": "VM stopped", "deallocated": "VM deallocated"}

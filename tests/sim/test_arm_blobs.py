@@ -1,6 +1,6 @@
 """Run-command output blobs through the local ARM: which identity the agent gets.
 
-Uses the shared ``local_azure`` (test fleet, with Azurite). ``outputBlobManagedIdentity``
+Runs its own simulator (test fleet, with Azurite). ``outputBlobManagedIdentity``
 ``{}`` means the VM's system identity, ``{"clientId": ...}`` an attached user identity; an
 object id is refused as the Linux handler refuses it, and a reader identity cannot write.
 """
@@ -8,10 +8,11 @@ object id is refused as the Linux handler refuses it, and a reader identity cann
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from arm_support import SUB1, Raw, wait_for
+from arm_support import SUB1, TEST_FLEET, Raw, wait_for
 
 from azrun.sim.fleet import load_fleet
 from azrun.sim.launcher import SimProcess
@@ -19,9 +20,17 @@ from azrun.sim.launcher import SimProcess
 VM = f"/subscriptions/{SUB1}/resourceGroups/rg-ops/providers/Microsoft.Compute/virtualMachines/vm-ops-01"
 
 
-def _client_id(name: str) -> str:
-    from arm_support import TEST_FLEET
+@pytest.fixture(scope="module")
+def storage_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
+    sim = SimProcess(TEST_FLEET, workdir=tmp_path_factory.mktemp("arm-blobs"), storage=True)
+    sim.start(timeout_s=60)
+    try:
+        yield sim
+    finally:
+        sim.stop()
 
+
+def _client_id(name: str) -> str:
     ident = load_fleet(TEST_FLEET).identity(SUB1, name)
     assert ident is not None
     return ident.client_id
@@ -81,16 +90,16 @@ def _download(sim: SimProcess, blob_url: str) -> bytes:
         ({"objectId": "id-azrun"}, False),  # the Linux handler refuses object ids
     ],
 )
-def test_output_blob_identity(local_azure: SimProcess, identity: dict[str, str], ok: bool) -> None:
-    raw = Raw(local_azure)
+def test_output_blob_identity(storage_sim: SimProcess, identity: dict[str, str], ok: bool) -> None:
+    raw = Raw(storage_sim)
     resolved = {k: (_client_id(v) if v.startswith("id-") else v) for k, v in identity.items()}
     if "objectId" in resolved:
         resolved["objectId"] = str(uuid.uuid4())
     name = f"blob-{uuid.uuid4().hex[:8]}"
-    blob_url = f"{local_azure.env['AZRUN_OUTPUT_CONTAINER']}/{name}.txt"
+    blob_url = f"{storage_sim.env['AZRUN_OUTPUT_CONTAINER']}/{name}.txt"
     iv = _run(raw, name, blob_url, resolved)
     if ok:
         assert iv["executionState"] == "Succeeded", iv
-        assert _download(local_azure, blob_url) == b"to-the-blob\n"
+        assert _download(storage_sim, blob_url) == b"to-the-blob\n"
     else:
         assert (iv["executionState"], iv["exitCode"]) == ("Failed", -101), iv

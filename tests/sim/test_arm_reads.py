@@ -266,3 +266,10 @@ def test_request_log_lines(sim: SimProcess, raw: Raw) -> None:
     assert {"ts", "service", "method", "path", "op", "status", "caller", "ms"} <= set(last)
     assert last["service"] == "arm" and last["op"] == "VirtualMachines_Get" and last["status"] == 200
     assert last["caller"] == "0a0a0a0a-0000-4000-8000-00000000beef" and "?" not in last["path"]
+
+
+def test_long_urls_get_envelopes_too(raw: Raw) -> None:
+    resp = raw(
+        "GET", f"/subscriptions/{SUB1}/resources", api_version="2025-04-01", params={"$filter": "x" * 20_000}
+    )
+    assert resp.status_code == 400 and error_of(resp)["code"] == "InvalidFilterInQueryString"

@@ -431,6 +431,9 @@ def test_operation_endpoints(sim: SimProcess, raw: Raw) -> None:
 BAD_BODIES: list[tuple[Any, int, str]] = [
     (b"{not json", 400, "InvalidRequestContent"),
     (b"[1, 2]", 400, "InvalidRequestContent"),
+    (b"[" * 100_000, 400, "InvalidRequestContent"),
+    (b"\xff\xfe\x00", 400, "InvalidRequestContent"),
+    (b'{"location": "westeurope", "pad": "' + b"x" * (5 * 1024 * 1024) + b'"}', 413, "RequestEntityTooLarge"),
     ({"properties": {"source": {"script": "true"}}}, 400, "LocationRequired"),
     ({"location": "westeurope", "properties": {}}, 400, "InvalidParameter"),
     (
