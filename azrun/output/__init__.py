@@ -1,0 +1,95 @@
+"""Full run output: one append blob per target and stream, written by the VM, tailed live.
+
+Why: the instance view keeps only the last 4 KB of output, and blob output fails silently when
+misconfigured (the service stopped minting SAS in 2022; run-as breaks uploads; managed-identity
+mode needs a role). azrun creates the blobs itself before dispatch (so a bad container or a
+missing role fails before anything runs), hands the VM a per-blob ``racw`` SAS or a managed
+identity, tails the blobs while the run is in flight, and cross-checks them with the instance
+view at completion.
+
+Pieces:
+
+* :class:`OutputStore` (``_store``): the container; ``open`` / ``from_settings``, ``prepare``
+  (create blobs + write access as a :class:`BlobPair`), ``urls``, ``read``, ``download``,
+  ``list_run``; request counting and a storage token bucket of its own.
+* SAS (``_sas``): account-key or user-delegation signers, lifetime rules, ``--blob-identity``.
+* :class:`Tailer` (``_tail``): adaptive conditional polling of many targets, ``complete``.
+* :class:`LineSplitter` (``_lines``): bytes -> lines, UTF-8 safe across chunk boundaries.
+* Printers (``_print``): :class:`StreamPrinter`, :class:`JsonPrinter`, :func:`make_sink`.
+* Without storage (``_fallback``): :data:`NO_STORAGE_NOTICE`, :func:`instance_view_output`.
+* ``azrun logs`` (``_logs``): :func:`print_logs`, :func:`copy_raw`, :func:`follow_logs`,
+  :func:`download_logs` over a list of :class:`LoggedTarget`.
+* Client options and error wording (``_connect``).
+"""
+
+from __future__ import annotations
+
+from azrun.output._fallback import INSTANCE_VIEW_LIMIT_BYTES, NO_STORAGE_NOTICE, instance_view_output
+from azrun.output._lines import LineSplitter, TailLines, split_text
+from azrun.output._logs import (
+    LoggedTarget,
+    container_of,
+    copy_raw,
+    download_logs,
+    follow_logs,
+    print_logs,
+    targets_from_blobs,
+)
+from azrun.output._print import JsonPrinter, OutputMode, StreamPrinter, make_sink
+from azrun.output._sas import (
+    MAX_SAS_LIFETIME_S,
+    AccountKeySigner,
+    UserDelegationSigner,
+    parse_blob_identity,
+    sas_lifetime_s,
+)
+from azrun.output._store import (
+    DEFAULT_CONTAINER,
+    STREAMS,
+    BlobPair,
+    Chunk,
+    OutputStore,
+    RunBlob,
+    StorageStats,
+    blob_name,
+    container_url_from_settings,
+)
+from azrun.output._tail import Notice, Sink, Tailer, TailStats
+
+__all__ = [
+    "DEFAULT_CONTAINER",
+    "INSTANCE_VIEW_LIMIT_BYTES",
+    "MAX_SAS_LIFETIME_S",
+    "NO_STORAGE_NOTICE",
+    "STREAMS",
+    "AccountKeySigner",
+    "BlobPair",
+    "Chunk",
+    "JsonPrinter",
+    "LineSplitter",
+    "LoggedTarget",
+    "Notice",
+    "OutputMode",
+    "OutputStore",
+    "RunBlob",
+    "Sink",
+    "StorageStats",
+    "StreamPrinter",
+    "TailLines",
+    "TailStats",
+    "Tailer",
+    "UserDelegationSigner",
+    "blob_name",
+    "container_of",
+    "container_url_from_settings",
+    "copy_raw",
+    "download_logs",
+    "follow_logs",
+    "instance_view_output",
+    "make_sink",
+    "parse_blob_identity",
+    "print_logs",
+    "sas_lifetime_s",
+    "split_text",
+    "targets_from_blobs",
+]

@@ -1,0 +1,591 @@
+"""OutputStore + Tailer against the local Azure's Azurite (HTTPS, --oauth basic), over real sockets.
+
+The writer here is what the VM does: raw HTTPS ``PUT <blob>?<sas>`` (create) and
+``PUT ...&comp=appendblock`` with the SAS URI azrun handed out, so the SAS itself is exercised.
+Run commands driven through ARM are in test_output_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import random
+import re
+import ssl
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from azrun.clients import ClientFactory
+from azrun.errors import ConfigError, OutputError
+from azrun.models import Target, TargetKind
+from azrun.output import BlobPair, OutputStore, Tailer
+
+X_MS_VERSION = "2025-11-05"
+SIG = re.compile(r"sig=(?!REDACTED)[^&\s\"']+")
+
+
+def _target(name: str, **kw: Any) -> Target:
+    return Target(
+        resource_id=f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}",
+        name=name, kind=TargetKind.VM, subscription_id="s", resource_group="rg", location="westeurope",
+        os="linux", power_state="running", **kw,
+    )  # fmt: skip
+
+
+def _run_id() -> str:
+    return f"r-{uuid.uuid4().hex[:12]}"
+
+
+class Writer:
+    """Writes blobs the way the Linux handler does, with the SAS URI azrun handed out."""
+
+    def __init__(self, ca: str) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=ca)),
+            skip_auto_headers=("Content-Type",),
+        )
+
+    async def create(self, sas_uri: str) -> int:
+        headers = {"x-ms-blob-type": "AppendBlob", "x-ms-version": X_MS_VERSION, "Content-Length": "0"}
+        async with self._session.put(sas_uri, headers=headers, data=b"") as resp:
+            return resp.status
+
+    async def append(self, sas_uri: str, data: bytes) -> None:
+        headers = {"x-ms-version": X_MS_VERSION, "Content-Length": str(len(data))}
+        async with self._session.put(f"{sas_uri}&comp=appendblock", headers=headers, data=data) as resp:
+            assert resp.status == 201, await resp.text()
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+@pytest.fixture
+def env(local_azure: Any, azure_env: Callable[[Any], dict[str, str]]) -> dict[str, str]:
+    return azure_env(local_azure)
+
+
+@pytest.fixture
+async def factory(env: dict[str, str]) -> AsyncIterator[ClientFactory]:
+    f = ClientFactory.from_env(env)
+    yield f
+    await f.aclose()
+
+
+@pytest.fixture
+async def store(env: dict[str, str], factory: ClientFactory) -> AsyncIterator[OutputStore]:
+    s = await OutputStore.open(
+        container_url=env["AZRUN_OUTPUT_CONTAINER"],
+        factory=factory,
+        connection_string=env["AZRUN_STORAGE_CONNECTION_STRING"],
+    )
+    yield s
+    await s.aclose()
+
+
+@pytest.fixture
+async def writer(env: dict[str, str]) -> AsyncIterator[Writer]:
+    w = Writer(env["AZRUN_CA_BUNDLE"])
+    yield w
+    await w.close()
+
+
+class Collect:
+    """A sink that records lines per (target, stream) with arrival order."""
+
+    def __init__(self) -> None:
+        self.lines: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self.all: list[tuple[str, str, str]] = []
+
+    def __call__(self, target: Target, stream: str, line: str) -> None:
+        self.lines[(target.name, stream)].append(line)
+        self.all.append((target.name, stream, line))
+
+
+# -- open: checks before anything runs ---------------------------------------------------------
+async def test_open_with_connection_string_uses_account_key_sas(store: OutputStore) -> None:
+    assert store.mode == "account-key"
+    assert "Eby8" not in repr(store)  # the well-known emulator key never shows
+
+
+async def test_open_with_entra_identity_uses_user_delegation_sas(
+    env: dict[str, str], factory: ClientFactory
+) -> None:
+    s = await OutputStore.open(container_url=env["AZRUN_OUTPUT_CONTAINER"], factory=factory)
+    try:
+        assert s.mode == "user-delegation"
+        pair = await s.prepare(_run_id(), _target("vm-ud"), expiry_s=3600)
+        assert "skoid=" in pair.stdout_write_uri and "sp=racw" in pair.stdout_write_uri
+        assert pair.identity is None
+    finally:
+        await s.aclose()
+
+
+async def test_missing_container_fails_with_the_fix(env: dict[str, str], factory: ClientFactory) -> None:
+    url = env["AZRUN_OUTPUT_CONTAINER"].rsplit("/", 1)[0] + "/no-such-container"
+    with pytest.raises(OutputError) as info:
+        await OutputStore.open(
+            container_url=url, factory=factory, connection_string=env["AZRUN_STORAGE_CONNECTION_STRING"]
+        )
+    assert str(info.value) == f"the container {url} does not exist: create it or fix --output-container"
+    assert info.value.hint and "az storage container create" in info.value.hint
+
+
+async def test_bad_key_fails_before_dispatch_with_a_hint(env: dict[str, str], factory: ClientFactory) -> None:
+    bad = re.sub(r"AccountKey=[^;]+", "AccountKey=" + "A" * 86 + "==", env["AZRUN_STORAGE_CONNECTION_STRING"])
+    with pytest.raises(OutputError) as info:
+        await OutputStore.open(
+            container_url=env["AZRUN_OUTPUT_CONTAINER"], factory=factory, connection_string=bad
+        )
+    assert "rejected azrun's credentials" in str(info.value)
+    assert info.value.hint and "Storage Blob Data Contributor" in info.value.hint
+    assert "AAAA" not in str(info.value) + info.value.hint
+
+
+async def test_connection_string_for_another_account_is_refused(
+    env: dict[str, str], factory: ClientFactory
+) -> None:
+    other = env["AZRUN_STORAGE_CONNECTION_STRING"].replace(
+        "AccountName=devstoreaccount1", "AccountName=other"
+    )
+    with pytest.raises(ConfigError):
+        await OutputStore.open(
+            container_url=env["AZRUN_OUTPUT_CONTAINER"], factory=factory, connection_string=other
+        )
+
+
+async def test_sas_container_url_is_refused(env: dict[str, str], factory: ClientFactory) -> None:
+    with pytest.raises(ConfigError) as info:
+        await OutputStore.open(container_url=env["AZRUN_OUTPUT_CONTAINER"] + "?sv=1&sig=abc", factory=factory)
+    assert "abc" not in str(info.value)
+
+
+# -- prepare + SAS --------------------------------------------------------------------------------
+async def test_prepare_creates_empty_append_blobs_and_a_scoped_sas(
+    store: OutputStore, writer: Writer
+) -> None:
+    run_id, target = _run_id(), _target("vm-web-01")
+    pair = await store.prepare(run_id, target, expiry_s=3600)
+    assert (pair.stdout_url, pair.stderr_url) == store.urls(run_id, target)
+    assert pair.stdout_url.endswith(f"/{run_id}/vm-web-01/stdout") and "?" not in pair.stdout_url
+    assert pair.stdout_write_uri.startswith(pair.stdout_url + "?")
+    assert "sp=racw" in pair.stdout_write_uri and "spr=https" in pair.stdout_write_uri
+    assert await store.read(run_id, "vm-web-01", "stdout") == b""
+    # the handler re-creates the blob with the SAS, then appends
+    assert await writer.create(pair.stdout_write_uri) == 201
+    await writer.append(pair.stdout_write_uri, b"hello\n")
+    assert await store.read(run_id, "vm-web-01", "stdout") == b"hello\n"
+    # the SAS is for that one blob only
+    other = pair.stdout_write_uri.replace("/vm-web-01/stdout?", "/vm-web-01/other?")
+    assert await writer.create(other) == 403
+
+
+async def test_names_with_slashes_and_unicode(store: OutputStore, writer: Writer) -> None:
+    run_id = _run_id()
+    target = _target("vmss-api/3 ü")
+    pair = await store.prepare(run_id, target, expiry_s=3600)
+    await writer.append(pair.stderr_write_uri, b"x\n")
+    assert await store.read(run_id, target.name, "stderr") == b"x\n"
+    assert store.name_from_url(pair.stderr_url) == f"{run_id}/vmss-api/3 ü/stderr"
+
+
+async def test_managed_identity_mode(env: dict[str, str], factory: ClientFactory) -> None:
+    cid = "0b2d5c1e-0000-4000-8000-000000000001"
+    s = await OutputStore.open(
+        container_url=env["AZRUN_OUTPUT_CONTAINER"], factory=factory, blob_identity=cid,
+        connection_string=env["AZRUN_STORAGE_CONNECTION_STRING"],
+    )  # fmt: skip
+    try:
+        assert s.mode == "managed-identity"
+        pair = await s.prepare(_run_id(), _target("vm-mi"), expiry_s=3600)
+        assert pair.identity == {"clientId": cid}
+        assert pair.stdout_write_uri == pair.stdout_url  # no SAS at all
+        assert s.check_target_identity(_target("a", user_identity_client_ids=(cid.upper(),))) is None
+        reason = s.check_target_identity(_target("b", system_identity=True))
+        assert reason and cid in reason and "not attached" in reason
+    finally:
+        await s.aclose()
+    system = await OutputStore.open(
+        container_url=env["AZRUN_OUTPUT_CONTAINER"], factory=factory, blob_identity="system", verify=False
+    )
+    try:
+        assert system.check_target_identity(_target("c", system_identity=True)) is None
+        reason = system.check_target_identity(_target("d"))
+        assert reason and "system-assigned" in reason
+        assert (await system.prepare(_run_id(), _target("e"), expiry_s=60)).identity == {}
+    finally:
+        await system.aclose()
+
+
+# -- tail -----------------------------------------------------------------------------------------
+async def _settle(tailer: Tailer, target: Target, **iv: str) -> Any:
+    return await tailer.complete(target, iv_output=iv.get("out", ""), iv_error=iv.get("err", ""))
+
+
+async def test_five_megabytes_arrive_whole_and_byte_identical(
+    store: OutputStore, writer: Writer, tmp_path: Path
+) -> None:
+    run_id, target = _run_id(), _target("vm-big")
+    pair = await store.prepare(run_id, target, expiry_s=3600)
+    rng = random.Random(5)
+    size = 5 * 1024 * 1024
+    parts: list[bytes] = []
+    total = 0
+    while total < size - 400:
+        line = f"{len(parts):07d} {'é' * rng.randint(0, 40)}{'x' * rng.randint(0, 200)} 🎉\n".encode()
+        parts.append(line)
+        total += len(line)
+    body = b"".join(parts) + b"z" * (size - total)  # exactly 5 MiB, ending in a partial line
+    assert len(body) == size
+    sink = Collect()
+    tailer = Tailer(store, run_id, sink, min_interval_s=0.05, max_interval_s=0.2)
+    tailer.add(target)
+    for start in range(0, len(body), 700_001):  # appends that split lines and characters
+        await writer.append(pair.stdout_write_uri, body[start : start + 700_001])
+        await asyncio.sleep(0.02)
+    ref, out_tail, _ = await _settle(tailer, target)
+    await tailer.aclose()
+    digest = hashlib.sha256(body).hexdigest()
+    streamed = "\n".join(sink.lines[("vm-big", "stdout")]).encode()
+    assert hashlib.sha256(streamed).hexdigest() == digest  # every byte, in order, through the tail
+    assert ref.stdout_bytes == len(body) and not ref.truncated
+    assert out_tail.splitlines() == sink.lines[("vm-big", "stdout")][-20:]
+    assert hashlib.sha256(await store.read(run_id, "vm-big", "stdout")).hexdigest() == digest
+    path = tmp_path / "out"
+    assert await store.download(f"{run_id}/vm-big/stdout", path) == len(body)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+async def test_multibyte_utf8_split_across_appends(store: OutputStore, writer: Writer) -> None:
+    run_id, target = _run_id(), _target("vm-utf8")
+    pair = await store.prepare(run_id, target, expiry_s=3600)
+    text = "naïve café — 日本語 🎉 done\nzweite Zeile ß\n"
+    data = text.encode()
+    sink = Collect()
+    tailer = Tailer(store, run_id, sink, min_interval_s=0.05, max_interval_s=0.1)
+    tailer.add(target)
+    for i in range(len(data)):  # every byte its own append: every character is split
+        await writer.append(pair.stdout_write_uri, data[i : i + 1])
+        if i % 7 == 0:
+            await asyncio.sleep(0.03)  # let the tailer read mid-character
+    await _settle(tailer, target)
+    await tailer.aclose()
+    assert sink.lines[("vm-utf8", "stdout")] == ["naïve café — 日本語 🎉 done", "zweite Zeile ß"]
+    assert tailer.stats.polls_with_data > 1  # it really read in pieces
+
+
+async def test_hundred_targets_keep_per_target_order_and_streams_apart(
+    store: OutputStore, writer: Writer
+) -> None:
+    run_id = _run_id()
+    targets = [_target(f"vm-{i:03d}") for i in range(100)]
+    pairs: list[BlobPair] = await asyncio.gather(*(store.prepare(run_id, t, expiry_s=3600) for t in targets))
+    sink = Collect()
+    tailer = Tailer(store, run_id, sink, max_tailed=100, min_interval_s=0.2, max_interval_s=0.5)
+    for t in targets:
+        tailer.add(t)
+
+    async def write(t: Target, pair: BlobPair) -> None:
+        for batch in range(2):
+            out = "".join(f"{t.name} line {batch * 25 + j}\n" for j in range(25)).encode()
+            await writer.append(pair.stdout_write_uri, out)
+            await asyncio.sleep(0.05)
+        await writer.append(pair.stderr_write_uri, "".join(f"{t.name} warn {n}\n" for n in range(5)).encode())
+
+    await asyncio.gather(*(write(t, p) for t, p in zip(targets, pairs, strict=True)))
+    results = await asyncio.gather(*(_settle(tailer, t) for t in targets))
+    await tailer.aclose()
+    for t, (ref, _, err_tail) in zip(targets, results, strict=True):
+        assert sink.lines[(t.name, "stdout")] == [f"{t.name} line {n}" for n in range(50)]
+        assert sink.lines[(t.name, "stderr")] == [f"{t.name} warn {n}" for n in range(5)]
+        assert err_tail == "\n".join(f"{t.name} warn {n}" for n in range(5))
+        assert ref.stdout_bytes == len("".join(f"{t.name} line {n}\n" for n in range(50)))
+    # the targets really streamed side by side: the first half of all lines spans most of them
+    first_half = {name for name, _, _ in sink.all[: len(sink.all) // 2]}
+    assert len(first_half) > 30
+
+
+async def test_only_max_tailed_targets_are_live_and_the_rest_print_at_completion(
+    store: OutputStore, writer: Writer
+) -> None:
+    run_id = _run_id()
+    targets = [_target(f"vm-q{i}") for i in range(3)]
+    pairs = [await store.prepare(run_id, t, expiry_s=3600) for t in targets]
+    sink = Collect()
+    tailer = Tailer(store, run_id, sink, max_tailed=1, min_interval_s=0.05, max_interval_s=0.1)
+    for t in targets:
+        tailer.add(t)
+    assert (tailer.tailed, tailer.waiting) == (1, 2)
+    for p in pairs:
+        await writer.append(p.stdout_write_uri, b"one\ntwo\n")
+    await asyncio.sleep(0.3)
+    assert list(sink.lines) == [("vm-q0", "stdout")]  # only the tailed one streamed
+    await _settle(tailer, targets[0])
+    assert (tailer.tailed, tailer.waiting) == (1, 1)  # the next one got the slot
+    await _settle(tailer, targets[2])  # never tailed: read whole at completion
+    await _settle(tailer, targets[1])
+    await tailer.aclose()
+    assert all(sink.lines[(t.name, "stdout")] == ["one", "two"] for t in targets)
+
+
+async def test_idle_blob_costs_one_bodiless_request_per_poll(store: OutputStore, writer: Writer) -> None:
+    run_id, target = _run_id(), _target("vm-idle")
+    pair = await store.prepare(run_id, target, expiry_s=3600)
+    await writer.append(pair.stdout_write_uri, b"a\n")
+    await writer.append(pair.stderr_write_uri, b"b\n")
+    sink = Collect()
+    tailer = Tailer(store, run_id, sink, min_interval_s=0.05, max_interval_s=0.05)
+    tailer.add(target)
+    await asyncio.sleep(0.3)
+    before_req, before_empty, polls = store.stats.requests, store.stats.empty_reads, tailer.stats.polls
+    await asyncio.sleep(0.5)
+    polls = tailer.stats.polls - polls
+    assert polls >= 6
+    # one request per poll (the poll in flight at either snapshot may land on one side only)
+    assert polls - 1 <= store.stats.requests - before_req <= polls + 1
+    assert polls - 1 <= store.stats.empty_reads - before_empty <= polls + 1  # each found nothing new
+    await _settle(tailer, target)
+    await tailer.aclose()
+
+
+async def test_interval_backs_off_when_idle_and_snaps_back_on_data(
+    store: OutputStore, writer: Writer
+) -> None:
+    run_id, target = _run_id(), _target("vm-adapt")
+    pair = await store.prepare(run_id, target, expiry_s=3600)
+    tailer = Tailer(store, run_id, Collect(), min_interval_s=0.02, max_interval_s=0.4, backoff=2.0)
+    tailer.add(target)
+    await asyncio.sleep(1.0)
+    idle_polls = tailer.stats.polls
+    assert idle_polls < 2 * 10  # geometric backoff: far fewer than 1.0 / 0.02 * 2 streams
+    await writer.append(pair.stdout_write_uri, b"x\n")
+    await asyncio.sleep(0.6)
+    assert tailer.stats.polls_with_data == 1
+    await tailer.aclose()
+
+
+async def test_recreated_blob_restarts_from_zero(store: OutputStore, writer: Writer) -> None:
+    run_id, target = _run_id(), _target("vm-again")
+    pair = await store.prepare(run_id, target, expiry_s=3600)
+    sink = Collect()
+    notices: list[str] = []
+    tailer = Tailer(
+        store,
+        run_id,
+        sink,
+        min_interval_s=0.05,
+        max_interval_s=0.1,
+        notice=lambda t, text: notices.append(text),
+    )
+    tailer.add(target)
+    await writer.append(pair.stdout_write_uri, b"first run line 1\nfirst run line 2\n")
+    await asyncio.sleep(0.4)
+    assert sink.lines[("vm-again", "stdout")] == ["first run line 1", "first run line 2"]
+    # the script runs again: the handler replaces the blob, then writes less than before
+    assert await writer.create(pair.stdout_write_uri) == 201
+    await writer.append(pair.stdout_write_uri, b"second\n")
+    ref, out_tail, _ = await _settle(tailer, target, out="second\n")
+    await tailer.aclose()
+    assert sink.lines[("vm-again", "stdout")][-1] == "second"
+    assert tailer.stats.restarts == 1 and len(notices) == 1 and "re-created" in notices[0]
+    assert ref.stdout_bytes == len(b"second\n") and out_tail == "second" and not ref.truncated
+
+
+async def test_recreate_before_anything_printed_is_silent(store: OutputStore, writer: Writer) -> None:
+    run_id, target = _run_id(), _target("vm-fresh")
+    pair = await store.prepare(run_id, target, expiry_s=3600)
+    notices: list[str] = []
+    sink = Collect()
+    tailer = Tailer(store, run_id, sink, min_interval_s=0.05, notice=lambda t, text: notices.append(text))
+    tailer.add(target)
+    await asyncio.sleep(0.15)
+    assert await writer.create(pair.stdout_write_uri) == 201  # what the agent does before the script
+    await writer.append(pair.stdout_write_uri, b"ok\n")
+    await _settle(tailer, target, out="ok\n")
+    await tailer.aclose()
+    assert sink.lines[("vm-fresh", "stdout")] == ["ok"] and notices == []
+
+
+async def test_upload_failed_on_the_vm_falls_back_to_the_instance_view(store: OutputStore) -> None:
+    run_id, target = _run_id(), _target("vm-noupload")
+    await store.prepare(run_id, target, expiry_s=3600)  # blobs exist, the VM never writes
+    sink = Collect()
+    notices: list[str] = []
+    tailer = Tailer(store, run_id, sink, settle_s=0.3, notice=lambda t, text: notices.append(text))
+    iv = "".join(f"line {i}\n" for i in range(600))[-4096:]
+    ref, out_tail, err_tail = await _settle(tailer, target, out=iv)
+    await tailer.aclose()
+    assert ref.truncated and ref.stdout_bytes == 0 and ref.stdout_url and ref.stdout_url.endswith("/stdout")
+    assert out_tail.splitlines()[-1] == "line 599" and err_tail == ""
+    assert sink.lines[("vm-noupload", "stdout")][-1] == "line 599"  # the user still sees it
+    assert len(notices) == 1 and "did the upload fail" in notices[0] and "truncated" in notices[0]
+
+
+async def test_missing_blob_falls_back_too(store: OutputStore) -> None:
+    notices: list[str] = []
+    tailer = Tailer(store, _run_id(), None, settle_s=0.1, notice=lambda t, text: notices.append(text))
+    ref, out_tail, _ = await _settle(tailer, _target("vm-never-prepared"), out="tail only\n")
+    assert ref.truncated and out_tail == "tail only" and "blob is missing" in notices[0]
+
+
+async def test_blob_lacking_the_last_bytes_is_flagged(store: OutputStore, writer: Writer) -> None:
+    run_id, target = _run_id(), _target("vm-lastfail")
+    pair = await store.prepare(run_id, target, expiry_s=3600)
+    await writer.append(pair.stdout_write_uri, b"early\n")  # the final append never came
+    notices: list[str] = []
+    tailer = Tailer(store, run_id, Collect(), settle_s=0.3, notice=lambda t, text: notices.append(text))
+    ref, out_tail, _ = await _settle(tailer, target, out="early\nlate\n")
+    await tailer.aclose()
+    assert ref.truncated and out_tail == "early\nlate" and "lacks the end" in notices[0]
+
+
+async def test_bytes_written_at_the_last_moment_are_not_lost(store: OutputStore, writer: Writer) -> None:
+    run_id, target = _run_id(), _target("vm-late")
+    pair = await store.prepare(run_id, target, expiry_s=3600)
+    await writer.append(pair.stdout_write_uri, b"a\n")
+    sink = Collect()
+    tailer = Tailer(store, run_id, sink, settle_s=2.0)
+
+    async def late() -> None:
+        await asyncio.sleep(0.3)
+        await writer.append(pair.stdout_write_uri, b"b\n")
+
+    task = asyncio.create_task(late())
+    ref, out_tail, _ = await _settle(tailer, target, out="a\nb\n")
+    await task
+    assert sink.lines[("vm-late", "stdout")] == ["a", "b"] and not ref.truncated and out_tail == "a\nb"
+
+
+async def test_without_a_sink_only_the_end_of_a_big_blob_is_read(store: OutputStore, writer: Writer) -> None:
+    run_id, target = _run_id(), _target("vm-summary")
+    pair = await store.prepare(run_id, target, expiry_s=3600)
+    body = b"".join(b"%06d some output\n" % i for i in range(60_000))  # ~1 MiB
+    await writer.append(pair.stdout_write_uri, body)
+    tailer = Tailer(store, run_id, None)
+    tailer.add(target)  # no sink: nothing is polled live
+    assert tailer.tailed == 0
+    before = store.stats.bytes_read
+    ref, out_tail, _ = await _settle(tailer, target, out=body[-4096:].decode())
+    assert ref.stdout_bytes == len(body) and not ref.truncated
+    assert out_tail.splitlines() == [f"{i:06d} some output" for i in range(59_980, 60_000)]
+    assert store.stats.bytes_read - before <= 70 * 1024
+
+
+async def test_no_sas_signature_in_any_log_line(
+    env: dict[str, str], factory: ClientFactory, writer: Writer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    s = await OutputStore.open(
+        container_url=env["AZRUN_OUTPUT_CONTAINER"], factory=factory,
+        connection_string=env["AZRUN_STORAGE_CONNECTION_STRING"],
+    )  # fmt: skip
+    run_id, target = _run_id(), _target("vm-secret")
+    pair = await s.prepare(run_id, target, expiry_s=3600)
+    sig = re.search(r"sig=([^&]+)", pair.stdout_write_uri)
+    assert sig is not None
+    await writer.append(pair.stdout_write_uri, b"out\n")
+    notices: list[str] = []
+    tailer = Tailer(s, run_id, Collect(), settle_s=0.1, notice=lambda t, text: notices.append(text))
+    tailer.add(target)
+    await asyncio.sleep(0.2)
+    ref, _, _ = await _settle(tailer, target, out="different\n")
+    await tailer.aclose()
+    await s.aclose()
+    text = "\n".join(r.getMessage() for r in caplog.records) + repr(pair) + repr(ref) + "\n".join(notices)
+    assert caplog.records  # the SDK did log
+    assert sig.group(1) not in text and not SIG.search(text)
+
+
+# -- azrun logs ------------------------------------------------------------------------------------
+def _ledger_run(
+    state_dir: Path, run_id: str, targets: list[Target], pairs: list[BlobPair], state: Any
+) -> None:
+    from azrun.ledger import Ledger
+    from azrun.models import RunSpec
+
+    with Ledger.open(state_dir) as ledger:
+        ledger.create_run(run_id, spec=RunSpec(script="echo hi", script_name="inline"), targets=targets)
+        for t, p in zip(targets, pairs, strict=True):
+            ledger.update_target(
+                run_id, t.resource_id, state=state, stdout_url=p.stdout_url, stderr_url=p.stderr_url
+            )
+
+
+def _set_state(state_dir: Path, run_id: str, target: Target, state: Any) -> None:
+    from azrun.ledger import Ledger
+
+    with Ledger.open(state_dir) as ledger:
+        ledger.update_target(run_id, target.resource_id, state=state)
+
+
+async def test_logs_reads_the_ledger_and_prints_what_a_run_streamed(
+    env: dict[str, str],
+    store: OutputStore,
+    writer: Writer,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from azrun.cli import main
+    from azrun.models import TargetState
+
+    run_id = _run_id()
+    targets = [_target("vm-l1"), _target("vmss-api/2")]
+    pairs = [await store.prepare(run_id, t, expiry_s=600) for t in targets]
+    await writer.append(pairs[0].stdout_write_uri, "a1\nä2\n".encode())
+    await writer.append(pairs[0].stderr_write_uri, b"e1\n")
+    await writer.append(pairs[1].stdout_write_uri, b"b1\nb2-no-newline")
+    _ledger_run(Path(os.environ["AZRUN_STATE_DIR"]), run_id, targets, pairs, TargetState.SUCCEEDED)
+    monkeypatch.delenv("AZRUN_OUTPUT_CONTAINER")  # the container comes from the ledger's URLs
+
+    assert await asyncio.to_thread(main, ["logs"]) == 0  # the latest run
+    assert capsys.readouterr().out == (
+        "[vm-l1] a1\n[vm-l1] ä2\n[vm-l1] (stderr) e1\n[vmss-api/2] b1\n[vmss-api/2] b2-no-newline\n"
+    )
+    assert await asyncio.to_thread(main, ["logs", run_id, "--target", "VMSS-API/2", "--stdout"]) == 0
+    assert capsys.readouterr().out == "b1\nb2-no-newline"  # raw bytes, as written
+    assert await asyncio.to_thread(main, ["logs", run_id, "--stderr", "--json"]) == 0
+    assert capsys.readouterr().out == '{"target": "vm-l1", "stream": "stderr", "line": "e1"}\n'
+    assert await asyncio.to_thread(main, ["logs", run_id, "--download", str(tmp_path / "d")]) == 0
+    assert (tmp_path / "d" / "vmss-api" / "2" / "stdout").read_bytes() == b"b1\nb2-no-newline"
+    assert (tmp_path / "d" / "vm-l1" / "stderr").read_bytes() == b"e1\n"
+    assert await asyncio.to_thread(main, ["logs", run_id, "--target", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no target named nope" in err and "vm-l1" in err
+
+
+async def test_logs_follow_streams_until_the_ledger_says_done(
+    env: dict[str, str], store: OutputStore, writer: Writer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from azrun.cli import main
+    from azrun.models import TargetState
+
+    run_id, target = _run_id(), _target("vm-follow")
+    pair = await store.prepare(run_id, target, expiry_s=600)
+    state_dir = Path(os.environ["AZRUN_STATE_DIR"])
+    _ledger_run(state_dir, run_id, [target], [pair], TargetState.RUNNING)
+    follower = asyncio.create_task(asyncio.to_thread(main, ["logs", run_id, "--follow"]))
+    await writer.append(pair.stdout_write_uri, b"one\n")
+    await asyncio.sleep(1.5)
+    assert not follower.done()
+    await writer.append(pair.stdout_write_uri, b"two\n")
+    _set_state(state_dir, run_id, target, TargetState.SUCCEEDED)
+    assert await asyncio.wait_for(follower, 30) == 0
+    assert capsys.readouterr().out == "[vm-follow] one\n[vm-follow] two\n"
+
+
+async def test_logs_for_a_run_without_blobs_says_why(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from azrun.cli import main
+
+    assert await asyncio.to_thread(main, ["logs", _run_id()]) == 2
+    err = capsys.readouterr().err
+    assert "has no output blobs" in err
