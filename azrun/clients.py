@@ -30,6 +30,29 @@ if TYPE_CHECKING:
     from azrun.throttle import Throttle
 
 
+def aio_transport(ca_bundle: str) -> Any:
+    """An aiohttp transport that trusts ``ca_bundle`` with ONE ssl context.
+
+    azure-core's AioHttpTransport builds a new SSLContext for every request when
+    ``connection_verify`` is a path, so aiohttp never reuses a connection and every request pays
+    a TLS handshake (measured: 2x the CPU and 4x the memory on a 1,000-target run against the
+    local Azure). Real Azure (no custom CA) never takes that path.
+    """
+    import ssl
+
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    class _OneContextTransport(AioHttpTransport):  # type: ignore[misc]
+        _context = ssl.create_default_context(cafile=ca_bundle)
+
+        def _build_ssl_config(self, cert: Any, verify: Any) -> Any:
+            if not cert and verify == ca_bundle:
+                return self._context
+            return super()._build_ssl_config(cert, verify)
+
+    return _OneContextTransport(connection_verify=ca_bundle)
+
+
 @dataclass
 class ClientFactory:
     """Builds SDK clients that share one credential and one throttle."""
@@ -85,6 +108,8 @@ class ClientFactory:
         }
         if self.cloud.ca_bundle:
             kwargs["connection_verify"] = self.cloud.ca_bundle
+            if aio:
+                kwargs["transport"] = aio_transport(self.cloud.ca_bundle)
         if self.polling_interval_s is not None:
             kwargs["polling_interval"] = self.polling_interval_s
         kwargs.update(

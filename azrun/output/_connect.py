@@ -147,7 +147,10 @@ def client_kwargs(
         "retry_policy": LinearRetry(backoff=1, retry_total=3, random_jitter_range=1),
     }
     if factory.cloud.ca_bundle:
+        from azrun.clients import aio_transport
+
         kwargs["connection_verify"] = factory.cloud.ca_bundle
+        kwargs["transport"] = aio_transport(factory.cloud.ca_bundle)
     if container.emulator or factory.cloud.is_custom:
         kwargs["api_version"] = EMULATOR_API_VERSION
     return kwargs
@@ -189,6 +192,8 @@ def _delegation_key_getter(container: Container, credential: Any, kwargs: Mappin
     from azure.storage.blob.aio import BlobServiceClient
 
     account_url = container.url.rsplit("/", 1)[0]
+    # The short-lived client closes its transport on exit: never hand it the shared one.
+    kwargs = {k: v for k, v in kwargs.items() if k != "transport"}
 
     async def get_key(start: datetime, expiry: datetime) -> Any:
         async with BlobServiceClient(account_url, credential=credential, **kwargs) as service:

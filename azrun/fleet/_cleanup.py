@@ -1,0 +1,152 @@
+"""``azrun cleanup``: delete azrun's finished run commands so machines stay under Azure's 25.
+
+Two sweeps:
+
+* **ledger** (always): every target the ledger says has an undeleted run command, finished
+  (terminal state) more than ``older_than_s`` ago, and whose run is not driven by a live process.
+* **machines** (``all_azrun``): list the run commands of the given machines (or of every machine
+  the ledger knows) and delete those that are azrun's (name prefix ``azrun-`` AND tag
+  ``azrun-run``), finished, and ended more than ``older_than_s`` ago. Run commands azrun did not
+  create, and running ones, are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from azrun.models import Target, TargetState
+from azrun.runcommand import RunCommandClient, classify_error, is_azrun_run_command
+
+if TYPE_CHECKING:
+    from azrun.ledger import Ledger
+
+__all__ = ["CleanupReport", "cleanup"]
+
+
+@dataclass
+class CleanupReport:
+    """What a cleanup deleted (run command ids), left alone, and could not delete."""
+
+    deleted: list[str] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (id, why)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (id, error)
+    arm_requests: int = 0
+    dry_run: bool = False
+
+    def count(self, status: int) -> None:
+        self.arm_requests += 1
+
+
+def _rc_id(target: Target, name: str) -> str:
+    return f"{target.resource_id}/runCommands/{name}"
+
+
+async def cleanup(
+    client: RunCommandClient,
+    ledger: Ledger,
+    *,
+    older_than_s: float,
+    all_azrun: bool = False,
+    machines: Sequence[Target] | None = None,
+    dry_run: bool = False,
+    concurrency: int = 16,
+) -> CleanupReport:
+    report = CleanupReport(dry_run=dry_run)
+    cutoff = datetime.now(UTC) - timedelta(seconds=max(0.0, older_than_s))
+    slots = asyncio.Semaphore(max(1, concurrency))
+    live = {r.id for r in ledger.runs(limit=1_000_000) if r.driven_here_by_live_process}
+    done: set[str] = set()
+    await _ledger_sweep(client, ledger, report, cutoff, live, done, slots, dry_run)
+    if all_azrun:
+        targets = list(machines) if machines is not None else _ledger_machines(ledger)
+        await asyncio.gather(
+            *(_machine_sweep(client, ledger, report, t, cutoff, live, done, slots, dry_run) for t in targets)
+        )
+    return report
+
+
+async def _ledger_sweep(
+    client: RunCommandClient, ledger: Ledger, report: CleanupReport, cutoff: datetime, live: set[str],
+    done: set[str], slots: asyncio.Semaphore, dry_run: bool,
+) -> None:
+    async def one(rec_target: Target, run_id: str, name: str) -> None:
+        rid = _rc_id(rec_target, name)
+        done.add(rid.lower())
+        if dry_run:
+            report.deleted.append(rid)
+            return
+        async with slots:
+            try:
+                await client.delete(rec_target, name, counter=report.count)
+            except Exception as exc:
+                report.failed.append((rid, classify_error(exc).describe()))
+                return
+        report.deleted.append(rid)
+        ledger.update_target(run_id, rec_target.resource_id, cleaned_at=datetime.now(UTC))
+
+    jobs = []
+    for rec in ledger.uncleaned():
+        if rec.state in (TargetState.UNDELIVERABLE, TargetState.SKIPPED):
+            continue  # ARM refused the PUT (or it was never sent): nothing to delete
+        name = rec.run_command_name or ""
+        rid = _rc_id(rec.target, name)
+        if rec.run_id in live and not rec.state.terminal:
+            report.kept.append((rid, "its run is still in progress"))
+        elif not rec.state.terminal:
+            report.kept.append((rid, f"state {rec.state.value}: use 'azrun cancel {rec.run_id}' or 'azrun resume'"))
+        elif (rec.ended_at or rec.updated_at) > cutoff:
+            report.kept.append((rid, "finished too recently (see --older-than)"))
+        else:
+            jobs.append(one(rec.target, rec.run_id, name))
+    await asyncio.gather(*jobs)
+
+
+def _ledger_machines(ledger: Ledger) -> list[Target]:
+    seen: dict[str, Target] = {}
+    for run in ledger.runs(limit=1_000_000):
+        for rec in ledger.targets(run.id):
+            seen.setdefault(rec.target.resource_id.lower(), rec.target)
+    return list(seen.values())
+
+
+async def _machine_sweep(
+    client: RunCommandClient, ledger: Ledger, report: CleanupReport, target: Target, cutoff: datetime,
+    live: set[str], done: set[str], slots: asyncio.Semaphore, dry_run: bool,
+) -> None:
+    async with slots:
+        try:
+            found = await client.list(target, counter=report.count)
+        except Exception as exc:
+            report.failed.append((target.resource_id, f"listing run commands: {classify_error(exc).describe()}"))
+            return
+    for info in found:
+        rid = info.id or _rc_id(target, info.name)
+        if rid.lower() in done or not is_azrun_run_command(info.name, info.tags):
+            continue
+        run_id = info.tags.get("azrun-run", "")
+        if not info.finished:
+            report.kept.append((rid, f"still {info.execution_state or info.provisioning_state or 'running'}"))
+            continue
+        if run_id in live:
+            report.kept.append((rid, "its run is still in progress"))
+            continue
+        if info.end_time is not None and info.end_time > cutoff:
+            report.kept.append((rid, "finished too recently (see --older-than)"))
+            continue
+        done.add(rid.lower())
+        if dry_run:
+            report.deleted.append(rid)
+            continue
+        async with slots:
+            try:
+                await client.delete(target, info.name, counter=report.count)
+            except Exception as exc:
+                report.failed.append((rid, classify_error(exc).describe()))
+                continue
+        report.deleted.append(rid)
+        if ledger.target(run_id, target.resource_id) is not None:
+            ledger.update_target(run_id, target.resource_id, cleaned_at=datetime.now(UTC))

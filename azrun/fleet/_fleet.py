@@ -1,0 +1,435 @@
+"""``Fleet``: the library surface for fleet runs (Azure Functions, Automation runbooks, the CLI).
+
+::
+
+    async with azrun.Fleet.from_env() as fleet:
+        result = await fleet.run(Selector.from_options(tags=["env=prod"]), "uptime",
+                                 max_concurrency="20%", max_errors=2)
+    for r in result.failed:
+        print(r.target.name, r.state, r.exit_code, r.stderr_tail)
+
+Everything a run decides is written to the ledger under the state dir, so another process (or
+the same one after a crash) can ``status``, ``resume``, ``rerun`` or ``cancel`` it by its id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from azrun.errors import AzrunError, ConfigError, NoTargetsMatched
+from azrun.fleet._cleanup import CleanupReport, cleanup
+from azrun.fleet._events import FleetObserver, NullObserver, ProgressSnapshot, Scrubber
+from azrun.fleet._options import FleetOptions
+from azrun.fleet._output import InstanceViewOutput, OutputPort, StoreOutput
+from azrun.fleet._runner import Runner
+from azrun.fleet._spec import check_same_spec
+from azrun.fleet._work import Work, works_for
+from azrun.models import FleetResult, RunId, RunSpec, SkippedTarget, Target, TargetState
+from azrun.runcommand import RunCommandClient, new_run_id, run_command_name
+
+if TYPE_CHECKING:
+    from azrun.clients import ClientFactory
+    from azrun.ledger import Ledger, RunRecord, TargetRecord
+    from azrun.output import OutputStore
+    from azrun.targets import Selection, Selector
+
+__all__ = ["RERUN_STATES", "Fleet", "RunHandle", "RunStatus"]
+
+#: ``rerun --failed`` picks these.
+RERUN_STATES = (TargetState.FAILED, TargetState.TIMED_OUT, TargetState.UNDELIVERABLE)
+_RESUMABLE = (TargetState.PENDING, TargetState.DISPATCHING, TargetState.RUNNING)
+#: States whose run command exists (or existed): resume must delete it once finished.
+_SENT = (TargetState.RUNNING, TargetState.SUCCEEDED, TargetState.FAILED, TargetState.TIMED_OUT, TargetState.CANCELED)
+
+
+class RunHandle:
+    """A run in progress: control it, watch it, wait for it."""
+
+    def __init__(self, runner: Runner, task: asyncio.Task[FleetResult]) -> None:
+        self.runner = runner
+        self._task = task
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r}, done={self._task.done()})"
+
+    @property
+    def run_id(self) -> RunId:
+        return self.runner.run_id
+
+    def stop_dispatch(self, reason: str = "dispatch stopped") -> None:
+        """Dispatch nothing more; in-flight targets finish; the rest end Skipped."""
+        self.runner.stop_dispatch(reason)
+
+    def cancel(self, reason: str = "run canceled") -> None:
+        """Stop dispatching and cancel (DELETE) every in-flight run command."""
+        self.runner.request_cancel(reason)
+
+    def detach(self, reason: str = "run interrupted; in-flight targets left running") -> None:
+        """Stop dispatching and stop watching; in-flight targets keep running (``resume`` later)."""
+        self.runner.request_detach(reason)
+
+    def snapshot(self) -> ProgressSnapshot:
+        return self.runner.snapshot()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def wait(self) -> FleetResult:
+        return await self._task
+
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """A run as the ledger has it."""
+
+    run: RunRecord
+    targets: tuple[TargetRecord, ...]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.targets:
+            out[t.state.value] = out.get(t.state.value, 0) + 1
+        return out
+
+    def result(self) -> FleetResult:
+        return FleetResult(RunId(self.run.id), tuple(t.to_result() for t in self.targets))
+
+
+class Fleet:
+    """Runs scripts on many machines; an async context manager that owns what it built.
+
+    Args:
+        factory: builds the SDK clients (credential, throttle, cloud); default ``ClientFactory.from_env()``.
+        state_dir: where the ledger lives; default ``--state-dir`` / ``AZRUN_STATE_DIR`` /
+            ``$XDG_STATE_HOME/azrun``. Ignored when ``ledger`` is given.
+        output: an open :class:`~azrun.output.OutputStore` for full output; None = instance view
+            only (last 4 KB, flagged truncated).
+        observer: default observer of every run (a run may pass its own).
+        default_subscriptions: scope for selectors that name no subscription.
+        api_version: Compute api-version for run commands (default: the SDK's).
+    """
+
+    def __init__(
+        self,
+        *,
+        factory: ClientFactory | None = None,
+        state_dir: Path | str | None = None,
+        ledger: Ledger | None = None,
+        output: OutputStore | None = None,
+        observer: FleetObserver | None = None,
+        default_subscriptions: Sequence[str] = (),
+        api_version: str | None = None,
+    ) -> None:
+        from azrun.clients import ClientFactory
+        from azrun.config import state_dir as default_state_dir
+
+        self._own_factory = factory is None
+        self.factory = factory or ClientFactory.from_env()
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._ledger = ledger
+        self._own_ledger = ledger is None
+        self._default_state_dir = default_state_dir
+        self.output = output
+        self.observer: FleetObserver = observer or NullObserver()
+        self.default_subscriptions = tuple(default_subscriptions)
+        self.client = RunCommandClient(self.factory, api_version=api_version)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Fleet:
+        """A fleet for the environment: cloud, identity, throttle, state dir and subscription."""
+        from azrun.clients import ClientFactory
+        from azrun.config import state_dir
+
+        env = os.environ if environ is None else environ
+        own_factory = kwargs.get("factory") is None
+        if own_factory:
+            kwargs["factory"] = ClientFactory.from_env(env)
+        if kwargs.get("state_dir") is None and kwargs.get("ledger") is None:
+            kwargs["state_dir"] = state_dir(env)
+        if env.get("AZURE_SUBSCRIPTION_ID"):
+            kwargs.setdefault("default_subscriptions", (env["AZURE_SUBSCRIPTION_ID"],))
+        fleet = cls(**kwargs)
+        fleet._own_factory = own_factory
+        return fleet
+
+    def __repr__(self) -> str:
+        return f"Fleet(ledger={str(self.ledger.path)!r}, output={self.output!r})"
+
+    async def __aenter__(self) -> Fleet:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._own_factory:
+            await self.factory.aclose()
+        if self._own_ledger and self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            from azrun.ledger import Ledger
+
+            self._ledger = Ledger.open(self._state_dir or self._default_state_dir())
+        return self._ledger
+
+    # -- targets -------------------------------------------------------------------------------
+    async def select(self, selector: Selector, *, explain: bool = False) -> Selection:
+        """Resolve a selector to targets (running) and skipped machines (stopped)."""
+        from azrun.targets import resolve
+
+        return await resolve(selector, self.factory, default_subscriptions=self.default_subscriptions,
+                             explain=explain)
+
+    async def _targets(self, what: Any) -> tuple[list[Target], list[SkippedTarget], dict[str, Any] | None]:
+        from azrun.targets import Selection, Selector
+
+        if isinstance(what, Selector):
+            what = await self.select(what)
+        if isinstance(what, Selection):
+            targets = list(what.require_targets())
+            skipped = list(what.skipped)
+            return targets, skipped, {"describe": what.selector.describe(), "subscriptions": list(what.subscriptions)}
+        if isinstance(what, Target):
+            what = [what]
+        targets, skipped = [], []
+        for t in what:
+            if t.power_state in ("running", "unknown"):
+                targets.append(t)
+            else:
+                skipped.append(SkippedTarget(t, f"machine is {t.power_state}"))
+        if not targets:
+            raise NoTargetsMatched(
+                "no running machine to run on" if skipped else "no targets given",
+                hint="start the machines, or select others",
+            )
+        return targets, skipped, None
+
+    # -- runs ----------------------------------------------------------------------------------
+    async def start(
+        self,
+        targets: Selector | Selection | Sequence[Target] | Target,
+        spec: RunSpec | str,
+        *,
+        options: FleetOptions | None = None,
+        observer: FleetObserver | None = None,
+        run_id: str | None = None,
+        record: Mapping[str, Any] | None = None,
+        **option_kwargs: Any,
+    ) -> RunHandle:
+        """Resolve targets, record the run, and start it; returns at once with a :class:`RunHandle`.
+
+        ``option_kwargs`` are :class:`FleetOptions` fields (``max_concurrency="10%"``,
+        ``max_errors=2``, ``canary=1``, ``keep=True`` ...) when ``options`` is not given.
+        ``record`` is stored with the run's options (the CLI keeps the script's path there).
+        """
+        if isinstance(spec, str):
+            spec = RunSpec(script=spec, script_name="inline")
+        opts = options or FleetOptions.make(**option_kwargs)
+        chosen, skipped, selector = await self._targets(targets)
+        rid = RunId(run_id or new_run_id())
+        name = run_command_name(rid)
+        self.ledger.create_run(
+            rid, spec=spec, targets=chosen, skipped=skipped, selector=selector,
+            options={"fleet": opts.to_dict(), "run_command_name": name,
+                     "password": bool(spec.run_as_password), **dict(record or {})},
+        )  # fmt: skip
+        works = works_for(chosen, name)
+        works += [Work(target=s.target, seq=len(works) + i, run_command_name=name, state=TargetState.SKIPPED,
+                       message=s.reason) for i, s in enumerate(skipped)]
+        return self._launch(rid, spec, spec.timeout_s, works, opts, observer)
+
+    def _launch(
+        self, rid: RunId, spec: RunSpec | None, timeout_s: int, works: list[Work], opts: FleetOptions,
+        observer: FleetObserver | None,
+    ) -> RunHandle:
+        obs = observer or self.observer
+        scrub = Scrubber([v for _, v in spec.protected_parameters] + [spec.run_as_password or ""] if spec else [])
+        runner = Runner(
+            run_id=rid, spec=spec, timeout_s=timeout_s, works=works, ledger=self.ledger, client=self.client,
+            output=self._output_port(rid, obs, scrub, opts), options=opts, observer=obs, scrub=scrub,
+            read_refill_per_s=self._read_refill(), throttle=self.factory.throttle,
+        )  # fmt: skip
+        task = asyncio.get_running_loop().create_task(runner.execute(), name=f"azrun-run-{rid}")
+        return RunHandle(runner, task)
+
+    def _output_port(self, rid: str, obs: FleetObserver, scrub: Scrubber, opts: FleetOptions) -> OutputPort:
+        def sink(target: Target, stream: str, line: str) -> None:
+            obs.on_line(target, stream, scrub(line))
+
+        if self.output is None:
+            return InstanceViewOutput(sink)
+        return StoreOutput(self.output, rid, sink, max_tailed=opts.max_tailed)
+
+    def _read_refill(self) -> float:
+        throttle = self.factory.throttle
+        limits = getattr(throttle, "limits", None)
+        arm_reads = getattr(limits, "arm_reads", None)
+        return float(getattr(arm_reads, "per_s", 25.0))
+
+    async def run(
+        self,
+        targets: Selector | Selection | Sequence[Target] | Target,
+        spec: RunSpec | str,
+        **kwargs: Any,
+    ) -> FleetResult:
+        """Run ``spec`` on ``targets`` and wait: :meth:`start` + :meth:`RunHandle.wait`."""
+        handle = await self.start(targets, spec, **kwargs)
+        return await handle.wait()
+
+    # -- resume / rerun / cancel -----------------------------------------------------------------
+    def status(self, run_id: str | None = None) -> RunStatus:
+        record = self.ledger.require_run(run_id)
+        return RunStatus(record, tuple(self.ledger.targets(record.id)))
+
+    def runs(self, limit: int = 20) -> list[RunRecord]:
+        return self.ledger.runs(limit)
+
+    async def resume_start(
+        self, run_id: str, spec: RunSpec | None = None, *, observer: FleetObserver | None = None
+    ) -> RunHandle:
+        """Re-attach to a run after a crash or an interrupt.
+
+        Running targets are polled again, Dispatching ones are looked up by their run command's
+        name (attached if it exists, dispatched if not), Pending ones are dispatched. ``spec``
+        (the same script and protected values) is needed only when something must be dispatched.
+        """
+        record = self.ledger.require_run(run_id)
+        if record.driven_here_by_live_process:
+            raise AzrunError(
+                f"run {record.id} is still being driven by process {record.pid}",
+                hint=f"wait for it, or stop it with 'azrun cancel {record.id}'",
+            )
+        rows = self.ledger.targets(record.id)
+        must_dispatch = any(r.state in (TargetState.PENDING, TargetState.DISPATCHING) for r in rows)
+        if spec is not None:
+            check_same_spec(record.spec, spec, run_id=record.id)
+        elif must_dispatch:
+            raise ConfigError(
+                f"run {record.id} has targets left to dispatch and needs its script (and protected values) again",
+                hint="pass the same --script/--command/--script-uri as for the run",
+            )
+        opts = FleetOptions.from_dict(record.options.get("fleet", {}))
+        name = str(record.options.get("run_command_name") or run_command_name(record.id))
+        self.ledger.claim(record.id)
+        works = [self._work_from(r, name) for r in rows]
+        timeout_s = int(record.spec.get("timeout_s", 3600))
+        return self._launch(RunId(record.id), spec, timeout_s, works, opts, observer)
+
+    @staticmethod
+    def _work_from(rec: TargetRecord, name: str) -> Work:
+        return Work(
+            target=rec.target, seq=rec.seq, run_command_name=rec.run_command_name or name, state=rec.state,
+            exit_code=rec.exit_code, message=rec.message, run_command_id=rec.run_command_id,
+            dispatched_at=rec.dispatched_at, started_at=rec.started_at, ended_at=rec.ended_at,
+            output=rec.to_result().output, stdout_tail=rec.stdout_tail, stderr_tail=rec.stderr_tail,
+            requests=rec.arm_requests, put_sent=rec.state in _SENT and rec.run_command_name is not None,
+            cleaned=rec.cleaned_at is not None,
+        )  # fmt: skip
+
+    async def resume(self, run_id: str, spec: RunSpec | None = None, **kwargs: Any) -> FleetResult:
+        return await (await self.resume_start(run_id, spec, **kwargs)).wait()
+
+    async def rerun(
+        self,
+        run_id: str,
+        spec: RunSpec,
+        *,
+        states: Sequence[TargetState] = RERUN_STATES,
+        options: FleetOptions | None = None,
+        observer: FleetObserver | None = None,
+        record: Mapping[str, Any] | None = None,
+    ) -> FleetResult:
+        """A new run of ``spec`` on the targets of ``run_id`` that ended in ``states``."""
+        return await (await self.rerun_start(run_id, spec, states=states, options=options, observer=observer,
+                                             record=record)).wait()
+
+    async def rerun_start(
+        self,
+        run_id: str,
+        spec: RunSpec,
+        *,
+        states: Sequence[TargetState] = RERUN_STATES,
+        options: FleetOptions | None = None,
+        observer: FleetObserver | None = None,
+        record: Mapping[str, Any] | None = None,
+    ) -> RunHandle:
+        old = self.ledger.require_run(run_id)
+        picked = [r.target for r in self.ledger.targets(old.id, states)]
+        if not picked:
+            raise NoTargetsMatched(
+                f"run {old.id} has no target in state {', '.join(s.value for s in states)}",
+                hint=f"see 'azrun status {old.id}'",
+            )
+        opts = options or FleetOptions.from_dict(old.options.get("fleet", {}))
+        rec = {"rerun_of": old.id, **dict(record or {})}
+        return await self.start(picked, spec, options=opts, observer=observer, record=rec)
+
+    async def cancel(self, run_id: str | None = None, *, wait_s: float = 60.0) -> FleetResult:
+        """Cancel a run from anywhere: a live runner on this host is asked (via the ledger) and
+        waited for; otherwise the in-flight run commands are deleted here."""
+        record = self.ledger.require_run(run_id)
+        rid = record.id
+        if record.status in ("running", "canceling", "interrupted"):
+            self.ledger.set_run_status(rid, "canceling")
+        if record.driven_here_by_live_process:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_s
+            while loop.time() < deadline and self.ledger.run_status(rid) == "canceling":
+                await asyncio.sleep(0.2)
+            if self.ledger.run_status(rid) != "canceling":
+                return self.status(rid).result()
+        self.ledger.skip_pending(rid, "run canceled")
+        active = self.ledger.targets(rid, (TargetState.DISPATCHING, TargetState.RUNNING))
+        await asyncio.gather(*(self._cancel_target(rid, rec) for rec in active))
+        if self.ledger.run_status(rid) == "canceling":
+            self.ledger.set_run_status(rid, "canceled", ended=True)
+        return self.status(rid).result()
+
+    async def _cancel_target(self, rid: str, rec: TargetRecord) -> None:
+        from datetime import UTC, datetime
+
+        from azrun.runcommand import classify_error
+
+        name = rec.run_command_name or run_command_name(rid)
+        counter = Work(target=rec.target, seq=rec.seq, run_command_name=name, requests=rec.arm_requests)
+        try:
+            await self.client.delete(rec.target, name, counter=counter.count)
+        except Exception as exc:
+            failure = classify_error(exc)
+            self.ledger.update_target(rid, rec.target.resource_id, message=f"cancel failed: {failure.describe()}",
+                                      arm_requests=counter.requests)
+            return
+        now = datetime.now(UTC)
+        self.ledger.update_target(
+            rid, rec.target.resource_id, state=TargetState.CANCELED, message="canceled (azrun cancel)",
+            ended_at=now, cleaned_at=now, arm_requests=counter.requests,
+        )  # fmt: skip
+
+    async def cleanup(
+        self,
+        *,
+        older_than_s: float = 7 * 24 * 3600,
+        all_azrun: bool = False,
+        machines: Selector | Sequence[Target] | None = None,
+        dry_run: bool = False,
+    ) -> CleanupReport:
+        """Delete azrun's finished run commands (see :mod:`azrun.fleet._cleanup`)."""
+        from azrun.targets import Selector
+
+        chosen: Sequence[Target] | None
+        if isinstance(machines, Selector):
+            sel = await self.select(machines)
+            chosen = [*sel.targets, *(s.target for s in sel.skipped)]
+        else:
+            chosen = machines
+        return await cleanup(self.client, self.ledger, older_than_s=older_than_s, all_azrun=all_azrun,
+                             machines=chosen, dry_run=dry_run)

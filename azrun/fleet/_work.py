@@ -1,0 +1,77 @@
+"""A target's live record inside a run, and the error a failed delivery ends with."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from azrun.models import OutputRef, Target, TargetResult, TargetState
+from azrun.runcommand import ArmFailure, RunCommandView
+
+__all__ = ["Undeliverable", "Work", "works_for"]
+
+
+class Undeliverable(Exception):
+    """ARM refused the run command, or its outcome stayed unknown: the target is Undeliverable."""
+
+    def __init__(self, failure: ArmFailure | str) -> None:
+        super().__init__(failure.describe() if isinstance(failure, ArmFailure) else failure)
+        self.failure = failure
+
+
+@dataclass(eq=False)
+class Work:
+    """A target's live record inside a run (mutable; identity-hashed for the scheduler)."""
+
+    target: Target
+    seq: int
+    run_command_name: str
+    state: TargetState = TargetState.PENDING
+    exit_code: int | None = None
+    message: str = ""
+    run_command_id: str | None = None
+    dispatched_mono: float | None = None  # claimed (ledger: Dispatching)
+    dispatched_at: datetime | None = None
+    sent_mono: float | None = None  # the PUT was answered (it may have queued in the throttle before)
+    sent_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    deadline: float | None = None
+    interval: float = 0.0
+    polls: int = 0
+    poll_errors: int = 0
+    fingerprint: tuple[int, int, int] | None = None
+    requests: int = 0
+    throttled: int = 0
+    output: OutputRef = field(default_factory=OutputRef)
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+    last_view: RunCommandView | None = None
+    taken: bool = False  # some path owns finishing this target
+    scout: bool = False  # polled at a fixed short interval until the duration is learned
+    power_checked: float | None = None  # when the machine's power state was last read (overdue targets)
+    put_sent: bool = False  # the run command exists (or may): it must be deleted once finished
+    put_attempted: bool = False  # a PUT left the client (cancelling before that sends nothing)
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+    cleaned: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def count(self, status: int) -> None:
+        """Per-attempt hook of every ARM request for this target (retries included)."""
+        self.requests += 1
+        if status == 429:
+            self.throttled += 1
+
+    def result(self) -> TargetResult:
+        return TargetResult(
+            target=self.target, state=self.state, exit_code=self.exit_code, message=self.message,
+            run_command_id=self.run_command_id, started_at=self.started_at, ended_at=self.ended_at,
+            output=self.output, stdout_tail=self.stdout_tail, stderr_tail=self.stderr_tail,
+            arm_requests=self.requests,
+        )  # fmt: skip
+
+
+def works_for(targets: Iterable[Target], run_command_name: str) -> list[Work]:
+    return [Work(target=t, seq=i, run_command_name=run_command_name) for i, t in enumerate(targets)]

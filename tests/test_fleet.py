@@ -1,0 +1,406 @@
+"""azrun.fleet against a local Azure: real scripts on simulated machines, with the simulator's
+execution list and request log as the ground truth."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _fleet_support import (
+    LOCATION,
+    RG,
+    SUB,
+    executions,
+    executions_per_machine,
+    fleet_toml,
+    in_flight_intervals,
+    max_overlap,
+    run_command_ops,
+)
+
+from azrun.errors import ConfigError, NoTargetsMatched
+from azrun.fleet import WATCHDOG_MESSAGE, Fleet, FleetOptions, PollPolicy, RecordingObserver
+from azrun.models import RunSpec, Target, TargetKind, TargetState
+from azrun.runcommand import RUN_TAG, RunCommandClient, build_run_command, run_command_name
+from azrun.targets import Selector
+
+PROD = Selector.from_options(tags=["env=prod"])
+FAST_POLL = PollPolicy(min_first_s=0.3, initial_guess_s=0.5, min_interval_s=0.2, max_interval_s=1.0)
+# A script that fails on the machines whose name is in $FAIL_ON (the agent's HOME names the machine).
+FAIL_ON = 'for m in $FAIL_ON; do case "$HOME" in */$m/*) echo "failing on $m" >&2; exit 3;; esac; done; echo ok'
+
+
+def opts(**kw: Any) -> FleetOptions:
+    kw.setdefault("poll", FAST_POLL)
+    kw.setdefault("conflict_backoff_s", 0.05)
+    return FleetOptions.make(**kw)
+
+
+@pytest.fixture
+def start_sim(sim_factory: Callable[..., Any], azure_env: Callable[[Any], dict[str, str]]) -> Callable[..., Any]:
+    def start(**fleet: Any) -> Any:
+        sim = sim_factory(fleet_toml(**fleet))
+        azure_env(sim)
+        return sim
+
+    return start
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Callable[[], Fleet]]:
+    made: list[Fleet] = []
+
+    def make() -> Fleet:
+        f = Fleet.from_env(state_dir=tmp_path / "state")
+        made.append(f)
+        return f
+
+    try:
+        yield make
+    finally:
+        for f in made:
+            await f.aclose()
+
+
+def names(result: Any, state: TargetState) -> list[str]:
+    return sorted(r.target.name for r in result.results if r.state is state)
+
+
+def vm_target(name: str, power: str = "running") -> Target:
+    rid = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/{name}"
+    return Target(rid, name, TargetKind.VM, SUB, RG, LOCATION, "linux", power, vm_name=name)
+
+
+async def test_happy_path_on_fifty_machines_of_every_kind(start_sim: Callable[..., Any], fleet: Any) -> None:
+    sim = start_sim(vms=40, uniform=6, flex=4)
+    obs = RecordingObserver()
+    async with fleet() as f:
+        result = await f.run(PROD, RunSpec(script="echo hello from $ConfigExtensionName; sleep 0.5", timeout_s=60),
+                             options=opts(max_concurrency=50), observer=obs)
+        status = f.status(result.run_id)
+    assert len(result.results) == 50 and result.ok
+    kinds = {r.target.kind for r in result.results}
+    assert kinds == {TargetKind.VM, TargetKind.VMSS_UNIFORM, TargetKind.VMSS_FLEX}
+    for r in result.results:
+        assert r.state is TargetState.SUCCEEDED and r.exit_code == 0
+        assert r.stdout_tail.startswith("hello from") and r.output.truncated is False
+        assert 3 <= r.arm_requests <= 5  # PUT + a poll or two + DELETE
+    name = run_command_name(result.run_id)
+    assert set(executions_per_machine(sim, name).values()) == {1} and len(executions_per_machine(sim, name)) == 50
+    # every run command was deleted after its output was read: machines stay under the 25 cap
+    assert sum(1 for r in run_command_ops(sim) if r["method"] == "DELETE" and r["status"] < 300) == 50
+    assert all(t.cleaned_at is not None and t.state is TargetState.SUCCEEDED for t in status.targets)
+    assert status.run.status == "succeeded"
+    assert {r.state for r in obs.targets} >= {TargetState.DISPATCHING, TargetState.RUNNING, TargetState.SUCCEEDED}
+
+
+async def test_max_concurrency_is_never_exceeded(start_sim: Callable[..., Any], fleet: Any) -> None:
+    sim = start_sim(vms=12)
+    async with fleet() as f:
+        result = await f.run(PROD, RunSpec(script="sleep 0.6", timeout_s=60), options=opts(max_concurrency=3))
+    assert result.ok
+    intervals = in_flight_intervals(sim)
+    assert len(intervals) == 12
+    assert max_overlap(intervals) == 3  # from the simulator's own request log
+
+
+async def test_max_errors_stops_dispatch_and_skips_the_rest(start_sim: Callable[..., Any], fleet: Any) -> None:
+    sim = start_sim(vms=10)
+    spec = RunSpec(script="exit 5", timeout_s=60)
+    async with fleet() as f:
+        result = await f.run(PROD, spec, options=opts(max_concurrency=2, max_errors=1))
+    failed, skipped = names(result, TargetState.FAILED), names(result, TargetState.SKIPPED)
+    # dispatch stops once errors > 1; the two in flight at that moment still finish
+    assert 2 <= len(failed) <= 3 and len(failed) + len(skipped) == 10
+    assert all("error budget exceeded" in r.message for r in result.results if r.state is TargetState.SKIPPED)
+    assert sum(executions_per_machine(sim).values()) == len(failed)
+
+
+async def test_a_failed_canary_stops_the_run(start_sim: Callable[..., Any], fleet: Any) -> None:
+    sim = start_sim(vms=6)
+    spec = RunSpec(script=FAIL_ON, parameters=(("FAIL_ON", "vm-001"),), timeout_s=60)
+    async with fleet() as f:
+        result = await f.run(PROD, spec, options=opts(canary=1, max_errors="50%"))
+    assert names(result, TargetState.FAILED) == ["vm-001"]
+    assert len(names(result, TargetState.SKIPPED)) == 5
+    assert all(r.message.startswith("canary failed (vm-001") for r in result.results if r.state is TargetState.SKIPPED)
+    assert list(executions_per_machine(sim)) == [vm_target("vm-001").resource_id.lower()]
+
+
+async def test_a_good_canary_lets_the_run_continue(start_sim: Callable[..., Any], fleet: Any) -> None:
+    start_sim(vms=4)
+    async with fleet() as f:
+        result = await f.run(PROD, RunSpec(script="true", timeout_s=60), options=opts(canary=2))
+    assert result.ok and len(names(result, TargetState.SUCCEEDED)) == 4
+
+
+async def test_timeout_is_timed_out(start_sim: Callable[..., Any], fleet: Any) -> None:
+    start_sim(vms=2)
+    async with fleet() as f:
+        result = await f.run(PROD, RunSpec(script="echo started; sleep 30", timeout_s=2), options=opts())
+    for r in result.results:
+        assert r.state is TargetState.TIMED_OUT and r.exit_code == -1
+        assert "timed out after 2s" in r.message and r.stdout_tail == "started"
+    assert not result.ok
+
+
+async def test_a_stuck_agent_is_caught_by_the_watchdog(start_sim: Callable[..., Any], fleet: Any) -> None:
+    sim = start_sim(vms=3, faults='hung_agents = ["vm-002"]')
+    async with fleet() as f:
+        result = await f.run(PROD, RunSpec(script="sleep 0.3", timeout_s=2), options=opts(watchdog_grace_s=1))
+    assert names(result, TargetState.SUCCEEDED) == ["vm-001", "vm-003"]
+    stuck = next(r for r in result.results if r.target.name == "vm-002")
+    assert stuck.state is TargetState.TIMED_OUT and stuck.message.startswith(WATCHDOG_MESSAGE)
+    # the watchdog canceled it: its run command is gone
+    deletes = [r for r in run_command_ops(sim) if r["method"] == "DELETE" and "vm-002" in r["path"]]
+    assert deletes and deletes[0]["status"] < 300
+
+
+async def test_stopped_machines_are_skipped(start_sim: Callable[..., Any], fleet: Any) -> None:
+    sim = start_sim(vms=2, stopped=["vm-off"])
+    async with fleet() as f:
+        result = await f.run(PROD, RunSpec(script="true", timeout_s=60), options=opts())
+        direct = await f.run([vm_target("vm-001"), vm_target("vm-off", "stopped")], "true", options=opts())
+        with pytest.raises(NoTargetsMatched):
+            await f.run([vm_target("vm-off", "deallocated")], "true")
+    off = next(r for r in result.results if r.target.name == "vm-off")
+    assert off.state is TargetState.SKIPPED and "deallocated" in off.message
+    assert result.ok  # skipping a stopped machine is not a failure
+    assert names(direct, TargetState.SKIPPED) == ["vm-off"]
+    assert "vm-off" not in str(executions(sim))
+
+
+async def test_the_25_cap_is_undeliverable_until_cleanup(
+    start_sim: Callable[..., Any], fleet: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 26 run commands on one VM is far past Compute's 12-then-4/min per VM: limits off on both sides
+    monkeypatch.setenv("AZRUN_THROTTLE", "off")
+    sim = start_sim(vms=1, limits="enabled = false")
+    target = vm_target("vm-001")
+    async with fleet() as f:
+        client = RunCommandClient(f.factory)
+        body = build_run_command(RunSpec(script="true"), location=LOCATION, run_id="old")
+        await client.submit(target, "someone-elses", {**body, "tags": {}})
+        await asyncio.gather(*(client.submit(target, f"azrun-old-{i:02d}", {**body, "tags": {RUN_TAG: f"old-{i}"}})
+                               for i in range(24)))
+        capped = await f.run([target], "true", options=opts())
+        r = capped.results[0]
+        assert r.state is TargetState.UNDELIVERABLE
+        assert "maximum number of managed run commands (25)" in r.message and "azrun cleanup" in r.message
+        await asyncio.sleep(0.5)  # the old ones finish ("true")
+        report = await f.cleanup(older_than_s=0, all_azrun=True, machines=[target])
+        assert len(report.deleted) == 24 and not report.failed
+        left = [i.name for i in await client.list(target)]
+        assert left == ["someone-elses"]  # never touches what azrun did not create
+        again = await f.run([target], "echo fine", options=opts())
+    assert again.ok and again.results[0].stdout_tail == "fine"
+    assert len(executions(sim)) == 26
+
+
+async def test_conflicts_are_retried_and_nothing_runs_twice(start_sim: Callable[..., Any], fleet: Any) -> None:
+    sim = start_sim(vms=8, faults="arm_conflict_rate = 0.5")
+    async with fleet() as f:
+        result = await f.run(PROD, RunSpec(script="echo once", timeout_s=60), options=opts(conflict_retries=8))
+    assert result.ok
+    puts = [r for r in run_command_ops(sim) if r["method"] == "PUT"]
+    assert any(r["status"] == 409 for r in puts)  # the fault fired ...
+    assert set(executions_per_machine(sim).values()) == {1}  # ... and each machine ran the script once
+    assert max(r.arm_requests for r in result.results) > 3  # retries are counted per target
+
+
+async def test_forbidden_is_undeliverable_and_names_the_action(start_sim: Callable[..., Any], fleet: Any) -> None:
+    start_sim(vms=2, access='  "system:vm-001" = "reader"')
+    async with fleet() as f:
+        result = await f.run(PROD, RunSpec(script="true", timeout_s=60), options=opts(max_errors=5))
+    for r in result.results:
+        assert r.state is TargetState.UNDELIVERABLE
+        assert "Microsoft.Compute/virtualMachines/runCommands/write" in r.message
+
+
+async def test_a_vanished_machine_is_undeliverable(start_sim: Callable[..., Any], fleet: Any) -> None:
+    start_sim(vms=1)
+    async with fleet() as f:
+        result = await f.run([vm_target("vm-001"), vm_target("vm-gone")], "true", options=opts(max_errors=5))
+    gone = next(r for r in result.results if r.target.name == "vm-gone")
+    assert gone.state is TargetState.UNDELIVERABLE and "404" in gone.message
+    assert names(result, TargetState.SUCCEEDED) == ["vm-001"]
+
+
+async def test_cancel_leaves_no_run_command_running(start_sim: Callable[..., Any], fleet: Any) -> None:
+    sim = start_sim(vms=4)
+    async with fleet() as f:
+        handle = await f.start(PROD, RunSpec(script="sleep 60", timeout_s=120), options=opts(max_concurrency=2))
+        for _ in range(100):
+            if handle.snapshot().counts.get("Running", 0) == 2:
+                break
+            await asyncio.sleep(0.05)
+        handle.cancel()
+        result = await handle.wait()
+        client = RunCommandClient(f.factory)
+        leftovers = [i for t in result.results for i in await client.list(t.target)]
+    assert names(result, TargetState.CANCELED) and len(names(result, TargetState.CANCELED)) == 2
+    assert len(names(result, TargetState.SKIPPED)) == 2
+    assert leftovers == []
+    stats = sim.admin_get("stats")
+    assert stats["runningScripts"] == 0
+    assert all(e["state"] != "Running" or e.get("killed") for e in executions(sim))
+
+
+async def test_cancel_from_another_fleet_object(start_sim: Callable[..., Any], fleet: Any) -> None:
+    """`azrun cancel` path: a second Fleet over the same ledger deletes what is in flight."""
+    start_sim(vms=3)
+    async with fleet() as f, fleet() as other:
+        handle = await f.start(PROD, RunSpec(script="sleep 60", timeout_s=120), options=opts())
+        for _ in range(100):
+            if handle.snapshot().counts.get("Running", 0) == 3:
+                break
+            await asyncio.sleep(0.05)
+        canceled = await other.cancel(handle.run_id)
+        result = await asyncio.wait_for(handle.wait(), 20)
+    assert {r.state for r in canceled.results} == {TargetState.CANCELED}
+    assert {r.state for r in result.results} == {TargetState.CANCELED}
+    assert other.status(handle.run_id).run.status == "canceled"
+
+
+async def test_rerun_failed_picks_exactly_the_failed(start_sim: Callable[..., Any], fleet: Any) -> None:
+    sim = start_sim(vms=5)
+    spec = RunSpec(script=FAIL_ON, parameters=(("FAIL_ON", "vm-002 vm-004"),), timeout_s=60)
+    async with fleet() as f:
+        first = await f.run(PROD, spec, options=opts(max_errors=5))
+        assert names(first, TargetState.FAILED) == ["vm-002", "vm-004"]
+        fixed = RunSpec(script=FAIL_ON, parameters=(("FAIL_ON", "none"),), timeout_s=60)
+        second = await f.rerun(first.run_id, fixed)
+        runs = f.runs()
+    assert sorted(r.target.name for r in second.results) == ["vm-002", "vm-004"] and second.ok
+    assert runs[0].options["rerun_of"] == first.run_id
+    assert executions_per_machine(sim, run_command_name(second.run_id)) == {
+        vm_target("vm-002").resource_id.lower(): 1, vm_target("vm-004").resource_id.lower(): 1}
+
+
+async def test_resume_after_detach_finishes_every_target_once(start_sim: Callable[..., Any], fleet: Any) -> None:
+    sim = start_sim(vms=6)
+    spec = RunSpec(script="sleep 0.8; echo done", timeout_s=60)
+    async with fleet() as f:
+        handle = await f.start(PROD, spec, options=opts(max_concurrency=2))
+        for _ in range(100):
+            if handle.snapshot().counts.get("Running", 0) == 2:
+                break
+            await asyncio.sleep(0.05)
+        handle.detach()
+        partial = await handle.wait()
+        assert f.status(handle.run_id).run.status == "interrupted"
+        assert len(names(partial, TargetState.PENDING)) == 4
+        with pytest.raises(ConfigError, match="needs its script"):
+            await f.resume(handle.run_id)
+        result = await f.resume(handle.run_id, spec)
+    assert result.ok and len(names(result, TargetState.SUCCEEDED)) == 6
+    assert set(executions_per_machine(sim, run_command_name(handle.run_id)).values()) == {1}
+    assert len(executions_per_machine(sim)) == 6
+
+
+async def test_secret_values_stay_out_of_results_ledger_and_simulator(
+    start_sim: Callable[..., Any], fleet: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "Pr0tected-Value-4711"
+    sim = start_sim(vms=2)
+    script = 'if [ "$TOKEN" = "Pr0tected-Value-4711" ]; then echo "got $TOKEN"; else exit 9; fi'
+    spec = RunSpec(script=script.replace("Pr0tected-Value-4711", "$EXPECTED"), timeout_s=60,
+                   protected_parameters=(("TOKEN", secret), ("EXPECTED", secret)))
+    caplog.set_level("DEBUG")
+    obs = RecordingObserver()
+    async with fleet() as f:
+        result = await f.run(PROD, spec, options=opts(), observer=obs)
+    assert result.ok
+    assert all(r.stdout_tail == "got ***" for r in result.results)  # echoed by the script, scrubbed
+    assert secret not in repr(result) and secret not in repr(obs)
+    state = b"".join(p.read_bytes() for p in (tmp_path / "state").iterdir())
+    assert secret.encode() not in state
+    assert secret not in caplog.text
+    assert secret not in sim.request_log.read_text() and secret not in sim.stderr_path.read_text()
+
+
+async def test_resume_settles_the_crash_window_by_name(start_sim: Callable[..., Any], fleet: Any) -> None:
+    """A crash between 'Dispatching' in the ledger and the PUT, or between the PUT and 'Running':
+    resume GETs the run command by its name and attaches, or dispatches when it does not exist."""
+    from datetime import UTC, datetime
+
+    from azrun.runcommand import new_run_id
+
+    sim = start_sim(vms=3)
+    spec = RunSpec(script="echo once", timeout_s=60)
+    rid = new_run_id()
+    name = run_command_name(rid)
+    async with fleet() as f:
+        targets = list((await f.select(PROD)).targets)
+        f.ledger.create_run(rid, spec=spec, targets=targets,
+                            options={"fleet": opts().to_dict(), "run_command_name": name})
+        landed, lost, _pending = targets
+        for t in (landed, lost):
+            assert f.ledger.begin_dispatch(rid, t.resource_id, run_command_name=name, run_command_id="x",
+                                           dispatched_at=datetime.now(UTC))
+        await RunCommandClient(f.factory).submit(landed, name, build_run_command(spec, location=LOCATION, run_id=rid))
+        result = await f.resume(rid, spec)
+    assert result.ok and len(result.results) == 3
+    per = executions_per_machine(sim, name)
+    assert per == {t.resource_id.lower(): 1 for t in targets}
+    puts = [r for r in run_command_ops(sim) if r["method"] == "PUT" and landed.name in r["path"]]
+    assert len(puts) == 1  # the landed one was attached, never sent again
+
+
+async def test_cancel_recalls_puts_still_queued_in_the_throttle(
+    start_sim: Callable[..., Any], fleet: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With everything claimed at once (100 % concurrency) most PUTs wait for write tokens; a
+    cancel must not send them (and then delete them): nothing left the client, nothing runs."""
+    # writes: 2, then one per 5 s, on both sides (the client also learns the server's remaining count)
+    monkeypatch.setenv("AZRUN_ARM_WRITES_BURST", "2")
+    monkeypatch.setenv("AZRUN_ARM_WRITES_PER_S", "0.2")
+    sim = start_sim(vms=12, limits="arm_writes = [2, 0.2]")
+    async with fleet() as f:
+        handle = await f.start(PROD, RunSpec(script="sleep 60", timeout_s=120), options=opts(max_concurrency="100%"))
+        for _ in range(100):
+            if handle.snapshot().counts.get("Running", 0) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        handle.cancel()
+        result = await asyncio.wait_for(handle.wait(), 30)
+        rows = f.status(handle.run_id).targets
+    canceled, skipped = names(result, TargetState.CANCELED), names(result, TargetState.SKIPPED)
+    assert len(canceled) == 2 and len(skipped) == 10
+    puts = [r for r in run_command_ops(sim) if r["method"] == "PUT"]
+    assert len(puts) == len(canceled)  # the queued PUTs were never sent
+    assert len(executions(sim)) <= len(canceled)  # (a script killed before it started leaves no trace)
+    assert sim.admin_get("stats")["runningScripts"] == 0
+    assert sorted(r.state.value for r in rows) == sorted(r.state.value for r in result.results)
+
+
+def test_the_sync_library_entry_point(start_sim: Callable[..., Any], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import azrun
+
+    start_sim(vms=2)
+    monkeypatch.setenv("AZRUN_STATE_DIR", str(tmp_path / "sync-state"))
+    result = azrun.run(azrun.Selector.from_options(tags=["env=prod"]), "echo sync", options=opts())
+    assert result.ok and [r.stdout_tail for r in result.results] == ["sync", "sync"]
+    assert (tmp_path / "sync-state" / "ledger.db").exists()
+
+
+async def test_a_machine_deallocated_mid_run_fails_with_a_reason(start_sim: Callable[..., Any], fleet: Any) -> None:
+    sim = start_sim(vms=2)
+    async with fleet() as f:
+        fast_check = PollPolicy(min_first_s=0.3, initial_guess_s=0.5, min_interval_s=0.2, max_interval_s=1.0,
+                                power_check_after_s=1.0)
+        handle = await f.start(PROD, RunSpec(script="sleep 2; echo done", timeout_s=60), options=opts(poll=fast_check))
+        for _ in range(100):
+            if handle.snapshot().counts.get("Running", 0) == 2:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        sim.admin_post("power", {"id": vm_target("vm-002").resource_id, "power": "deallocated"})
+        result = await asyncio.wait_for(handle.wait(), 30)
+    assert names(result, TargetState.SUCCEEDED) == ["vm-001"]
+    lost = next(r for r in result.results if r.target.name == "vm-002")
+    assert lost.state is TargetState.FAILED and "the machine is deallocated" in lost.message

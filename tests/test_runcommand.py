@@ -1,0 +1,238 @@
+"""azrun.runcommand: the PUT body, outcome interpretation, error classification, and the wire
+(VM and VMSS-VM paths) against a local Azure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _fleet_support import LOCATION, RG, SUB, executions, fleet_toml
+
+from azrun.models import RunSpec, Target, TargetKind, TargetState
+from azrun.runcommand import (
+    RUN_TAG,
+    BlobTargets,
+    FailureKind,
+    MachinePath,
+    RunCommandClient,
+    RunCommandView,
+    build_run_command,
+    classify_error,
+    interpret,
+    is_azrun_run_command,
+    looks_timed_out,
+    new_run_id,
+    run_command_name,
+)
+
+
+def vm(name: str, power: str = "running") -> Target:
+    rid = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachines/{name}"
+    return Target(rid, name, TargetKind.VM, SUB, RG, LOCATION, "linux", power, vm_name=name)
+
+
+def instance(i: int) -> Target:
+    rid = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Compute/virtualMachineScaleSets/ss/virtualMachines/{i}"
+    return Target(rid, f"ss/{i}", TargetKind.VMSS_UNIFORM, SUB, RG, LOCATION, "linux", "running",
+                  scale_set="ss", instance_id=str(i), vm_name=f"ss_{i}")
+
+
+# -- pure parts ---------------------------------------------------------------------------------
+def test_run_ids_sort_by_time_and_names_are_unique_per_run() -> None:
+    a = new_run_id(datetime(2026, 11, 22, 0, 12, tzinfo=UTC))
+    b = new_run_id(datetime(2026, 11, 22, 0, 13, tzinfo=UTC))
+    assert a.startswith("20261122-0012-") and len(a) == len("20261122-0012-ab12cd")
+    assert a < b and new_run_id() != new_run_id()
+    assert run_command_name(a) == f"azrun-{a}"
+
+
+def test_only_azrun_named_and_tagged_run_commands_are_azruns() -> None:
+    assert is_azrun_run_command("azrun-20261122-0012-ab12cd", {RUN_TAG: "20261122-0012-ab12cd"})
+    assert not is_azrun_run_command("azrun-by-hand", {})  # the prefix alone is not enough
+    assert not is_azrun_run_command("patch", {RUN_TAG: "x"})  # nor the tag alone
+
+
+def test_machine_paths_come_from_the_resource_id() -> None:
+    assert MachinePath.of(vm("vm-001")) == MachinePath(SUB, RG, vm_name="vm-001")
+    p = MachinePath.of(instance(3))
+    assert p.uniform and (p.scale_set, p.instance_id) == ("ss", "3")
+
+
+def test_the_body_sets_failure_detection_and_carries_secrets_only_in_their_fields() -> None:
+    spec = RunSpec(script="echo hi", parameters=(("a", "1"),), protected_parameters=(("T", "s3cr3t"),),
+                   run_as_user="svc", run_as_password="pw", timeout_s=120)
+    body = build_run_command(spec, location="westeurope", run_id="r1",
+                             blobs=BlobTargets("https://a/o?sig=x", "https://a/e?sig=y", {"clientId": "c"}))
+    props = body["properties"]
+    assert body["tags"] == {RUN_TAG: "r1"} and body["location"] == "westeurope"
+    assert props["treatFailureAsDeploymentFailure"] is True and props["asyncExecution"] is True
+    assert props["timeoutInSeconds"] == 120 and props["source"] == {"script": "echo hi"}
+    assert props["parameters"] == [{"name": "a", "value": "1"}]
+    assert props["protectedParameters"] == [{"name": "T", "value": "s3cr3t"}]
+    assert props["runAsUser"] == "svc" and props["runAsPassword"] == "pw"
+    assert props["outputBlobManagedIdentity"] == {"clientId": "c"} == props["errorBlobManagedIdentity"]
+    uri = build_run_command(RunSpec(script_uri="https://s/x.sh", script_uri_identity="system"),
+                            location="l", run_id="r")["properties"]["source"]
+    assert uri == {"scriptUri": "https://s/x.sh", "scriptUriManagedIdentity": {}}
+    assert "s3cr3t" not in repr(spec)
+
+
+def _view(state: str, exit_code: int | None = 0, lasted: float | None = None, **kw: Any) -> RunCommandView:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = start + timedelta(seconds=lasted) if lasted is not None else None
+    return RunCommandView(execution_state=state, exit_code=exit_code, start_time=start, end_time=end, **kw)
+
+
+@pytest.mark.parametrize(
+    ("view", "timeout", "state"),
+    [
+        (_view("Succeeded", 0, 3), 60, TargetState.SUCCEEDED),
+        (_view("Succeeded", 2, 3), 60, TargetState.FAILED),  # exit code always checked
+        (_view("Failed", 1, 3), 60, TargetState.FAILED),
+        (_view("Failed", -1, 60), 60, TargetState.TIMED_OUT),  # the Linux handler's timeout
+        (_view("Failed", -1, 59), 60, TargetState.TIMED_OUT),  # second-resolution times
+        (_view("Failed", -1, 10), 60, TargetState.FAILED),  # killed early: not a timeout
+        (_view("Failed", -1, 100), 0, TargetState.FAILED),  # no timeout set
+        (_view("TimedOut", None, None), 60, TargetState.TIMED_OUT),
+        (_view("Canceled", None, None), 60, TargetState.CANCELED),
+        (_view("Unknown", None, 5), 60, TargetState.FAILED),  # "executed, state unknown"
+        (_view("Running", 0, None), 60, None),
+        (_view("Pending", 0, None), 60, None),
+        (_view("", None, None), 60, None),
+        (_view("SomethingNew", None, None), 60, None),  # modelAsString: tolerated, keep polling
+        (_view("Running", 0, None, provisioning_state="Failed"), 60, TargetState.FAILED),
+    ],
+)
+def test_interpretation(view: RunCommandView, timeout: int, state: TargetState | None) -> None:
+    outcome = interpret(view, timeout)
+    assert (outcome.state if outcome else None) is state
+
+
+def test_timeout_detection_in_one_function() -> None:
+    assert looks_timed_out(_view("Failed", -1, 30), 30)
+    assert not looks_timed_out(_view("Failed", 137, 30), 30)
+    assert not looks_timed_out(_view("Failed", -1, None), 30)
+
+
+def test_transport_errors_say_whether_the_put_may_have_landed() -> None:
+    from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+
+    assert classify_error(ServiceRequestError("refused")).kind is FailureKind.NOT_SENT
+    assert classify_error(ServiceResponseError("reset")).kind is FailureKind.UNKNOWN_OUTCOME
+    assert classify_error(ValueError("x")).kind is FailureKind.OTHER
+
+
+# -- the wire ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from azrun.sim.launcher import SimProcess
+
+    process = SimProcess(fleet_toml(vms=3, uniform=2, stopped=["vm-off"]), workdir=tmp_path_factory.mktemp("rc"),
+                         storage=False)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+async def client(sim: Any, azure_env: Callable[[Any], dict[str, str]]) -> AsyncIterator[RunCommandClient]:
+    from azrun.clients import ClientFactory
+
+    azure_env(sim)
+    factory = ClientFactory.from_env()
+    try:
+        yield RunCommandClient(factory)
+    finally:
+        await factory.aclose()
+
+
+async def _wait_done(client: RunCommandClient, target: Target, name: str) -> RunCommandView:
+    for _ in range(100):
+        view = await client.get(target, name)
+        assert view is not None
+        if interpret(view, 60):
+            return view
+        await asyncio.sleep(0.1)
+    raise AssertionError("never finished")
+
+
+@pytest.mark.parametrize("target", [vm("vm-002"), instance(1)], ids=["vm", "vmss-uniform"])
+async def test_submit_poll_delete_on_both_paths(client: RunCommandClient, sim: Any, target: Target) -> None:
+    rid = new_run_id()
+    name = run_command_name(rid)
+    statuses: list[int] = []
+    body = build_run_command(RunSpec(script="echo out; echo err >&2; exit 4", timeout_s=60), location=LOCATION, run_id=rid)
+    put = await client.submit(target, name, body, counter=statuses.append)
+    assert put.id and put.id.lower() == f"{target.resource_id}/runCommands/{name}".lower()
+    assert put.provisioning_state in ("Creating", "Succeeded")
+    done = await _wait_done(client, target, name)
+    outcome = interpret(done, 60)
+    assert outcome is not None and outcome.state is TargetState.FAILED and outcome.exit_code == 4
+    assert done.output == "out\n" and done.error == "err\n" and done.tags == {RUN_TAG: rid}
+    listed = await client.list(target)
+    assert [(i.name, i.finished) for i in listed if i.name == name] == [(name, True)]
+    assert await client.delete(target, name, counter=statuses.append)
+    assert await client.get(target, name) is None
+    assert statuses == [201, 202]
+    ran = [e for e in executions(sim) if e["runCommand"] == name]
+    assert len(ran) == 1 and ran[0]["exitCode"] == 4
+
+
+async def test_refusals_are_classified_with_arms_words(client: RunCommandClient) -> None:
+    rid = new_run_id()
+    body = build_run_command(RunSpec(script="true"), location=LOCATION, run_id=rid)
+    with pytest.raises(Exception) as stopped:
+        await client.submit(vm("vm-off", "deallocated"), run_command_name(rid), body)
+    f = classify_error(stopped.value)
+    assert f.kind is FailureKind.NOT_ALLOWED and f.status == 409 and "not running" in f.message
+    with pytest.raises(Exception) as missing:
+        await client.submit(vm("vm-nope"), run_command_name(rid), body)
+    f = classify_error(missing.value)
+    assert f.kind is FailureKind.NOT_FOUND and f.status == 404
+
+
+async def test_a_running_command_put_again_with_changes_conflicts(client: RunCommandClient) -> None:
+    """Synchronous execution keeps provisioning non-terminal while the script runs: a changed
+    re-PUT then gets ARM's 409 Conflict (the trap unique names and async execution avoid)."""
+    rid, target = new_run_id(), vm("vm-003")
+    name = run_command_name(rid)
+    sync = RunSpec(script="sleep 5", async_execution=False)
+    await client.submit(target, name, build_run_command(sync, location=LOCATION, run_id=rid))
+    await asyncio.sleep(0.3)
+    with pytest.raises(Exception) as info:
+        await client.submit(target, name, build_run_command(RunSpec(script="sleep 6"), location=LOCATION, run_id=rid))
+    assert classify_error(info.value).kind is FailureKind.CONFLICT
+    assert await client.delete(target, name)  # DELETE kills it
+
+
+async def test_forbidden_names_the_missing_action(
+    sim_factory: Callable[..., Any], azure_env: Callable[[Any], dict[str, str]]
+) -> None:
+    from azrun.clients import ClientFactory
+
+    sim = sim_factory(fleet_toml(vms=2, access='  "system:vm-001" = "reader"'))
+    azure_env(sim)
+    factory = ClientFactory.from_env()
+    try:
+        client = RunCommandClient(factory)
+        rid = new_run_id()
+        with pytest.raises(Exception) as info:
+            await client.submit(vm("vm-002"), run_command_name(rid),
+                                build_run_command(RunSpec(script="true"), location=LOCATION, run_id=rid))
+    finally:
+        await factory.aclose()
+    f = classify_error(info.value)
+    assert f.kind is FailureKind.FORBIDDEN and f.status == 403
+    assert f.action == "Microsoft.Compute/virtualMachines/runCommands/write"
+    assert f.hint and f.action in f.hint
+
+
+def test_paths_need_no_network(tmp_path: Path) -> None:
+    """MachinePath and the body builder are pure: usable to plan without any client."""
+    assert MachinePath.of(instance(0)).instance_id == "0"
