@@ -50,6 +50,7 @@ import os
 import pwd
 import random
 import re
+import shlex
 import shutil
 import signal
 from collections.abc import Callable
@@ -424,7 +425,8 @@ class Agent:
         home = ex.workdir.parents[1] / "home"  # <root>/<vm>/home, shared by the VM's run commands
         home.mkdir(parents=True, exist_ok=True)
         env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "PATH": f"{_machine_bin(home, req.vm_display)}{os.pathsep}"
+            + os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": str(home),
             "LANG": "C.UTF-8",
             "ConfigExtensionName": req.run_command,
@@ -531,3 +533,18 @@ class Agent:
                 return
             for blob in blobs:
                 await self._blobs.append(blob)
+
+
+def _machine_bin(home: Path, display: str) -> Path:
+    """A per-machine bin dir whose ``hostname`` names the simulated machine, not this host.
+
+    Scripts commonly print ``$(hostname)``; on Azure each VM answers with its own name.
+    """
+    bin_dir = home.parent / "bin"
+    shim = bin_dir / "hostname"
+    if not shim.exists():
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        name = display.replace("/", "_")
+        shim.write_text(f"#!/bin/sh\necho {shlex.quote(name)}\n", encoding="utf-8")
+        shim.chmod(0o755)
+    return bin_dir
