@@ -18,7 +18,8 @@ import typer
 from azrun.cli import app
 
 config_app = typer.Typer(
-    help="Show the resolved configuration and where each value comes from.", no_args_is_help=True
+    help="Show the resolved configuration and where each value comes from.", no_args_is_help=True,
+    epilog="Example: azrun config show -o json",
 )
 app.add_typer(config_app, name="config")
 

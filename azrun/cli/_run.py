@@ -40,7 +40,6 @@ from azrun.cli._run_inputs import (
     gather_parameters,
     load_settings,
     make_fleet,
-    make_observer,
     open_ledger,
     recorded_spec,
     run_as_password,
@@ -52,6 +51,7 @@ from azrun.cli._run_inputs import (
 from azrun.errors import ConfigError
 
 if TYPE_CHECKING:
+    from azrun.cli._progress import Display
     from azrun.fleet import Fleet, RunHandle
 
 SRC = "Script"
@@ -108,7 +108,21 @@ BlobIdentityOpt = Annotated[str | None, typer.Option("--blob-identity", metavar=
 StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", metavar="DIR", rich_help_panel=OUT,
                                                    help="Where the ledger lives (AZRUN_STATE_DIR; default $XDG_STATE_HOME/azrun).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", rich_help_panel=OUT, help="Print every state change.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=OUT,
+                                        help="Only the final summary and errors (no live display, no output lines).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout.")]
+
+
+def _display(output_mode: str, verbose: bool, quiet: bool) -> Display:
+    """The live panel on a terminal, plain lines elsewhere, nothing with --quiet."""
+    from azrun.cli._progress import make_display
+
+    return make_display(output_mode, verbose=verbose, quiet=quiet)
+
+
+def _note(quiet: bool, text: str) -> None:
+    if not quiet:
+        say(text)
 
 
 # -- commands ------------------------------------------------------------------------------------------
@@ -148,6 +162,7 @@ def run_cmd(
     blob_identity: BlobIdentityOpt = None,
     state_dir: StateDirOpt = None,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run a script on every selected machine, with concurrency and error budgets.
 
@@ -176,22 +191,24 @@ def run_cmd(
         run_as_user=run_as, run_as_password=password, timeout_s=timeout_s, async_execution=not sync,
     )  # fmt: skip
     opts = fleet_options(settings, max_concurrency, max_errors, canary, keep, watchdog_grace)
-    observer = make_observer(output_mode, verbose)
+    observer = _display(output_mode, verbose, quiet)
 
     async def start(fleet: Fleet) -> RunHandle:
         selection = await fleet.select(selector)
         skipped = f", {len(selection.skipped)} skipped (not running)" if selection.skipped else ""
         canary_note = f", canary {opts.canary}" if opts.canary else ""
-        say(f"{len(selection.targets)} targets{skipped}; max concurrency {opts.max_concurrency}, "
+        _note(quiet, f"{len(selection.targets)} targets{skipped}; max concurrency {opts.max_concurrency}, "
             f"max errors {opts.max_errors}{canary_note}")
         handle = await fleet.start(selection, spec, options=opts, observer=observer, record=record)
-        say(f"run {handle.run_id} started (ledger {fleet.ledger.path})")
+        _note(quiet, f"run {handle.run_id} started (ledger {fleet.ledger.path})")
         return handle
 
-    raise typer.Exit(asyncio.run(session(settings, state_dir, output_mode, start)))
+    with observer:
+        rc = asyncio.run(session(settings, state_dir, "quiet" if quiet else output_mode, start))
+    raise typer.Exit(rc)
 
 
-@app.command("resume")
+@app.command("resume", epilog="Example: azrun resume 20261122-0012-ab12cd   # after a crash, Ctrl-C or a lost shell")
 def resume_cmd(
     run_id: Annotated[str, typer.Argument(help="The run to resume (see 'azrun runs').")],
     script: ScriptOpt = None,
@@ -205,6 +222,7 @@ def resume_cmd(
     storage_account: AccountOpt = None,
     state_dir: StateDirOpt = None,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Re-attach to a run after a crash or Ctrl-C: poll what runs, dispatch only what never was.
 
@@ -216,7 +234,7 @@ def resume_cmd(
 
     settings = load_settings(output_container=output_container, storage_account=storage_account,
                              state_dir=str(state_dir) if state_dir else None)
-    observer = make_observer(output_mode, verbose)
+    observer = _display(output_mode, verbose, quiet)
     with open_ledger(state_dir) as ledger:
         record = ledger.require_run(run_id)
         must = any(t.state in (TargetState.PENDING, TargetState.DISPATCHING) for t in ledger.targets(record.id))
@@ -228,10 +246,12 @@ def resume_cmd(
     async def start(fleet: Fleet) -> RunHandle:
         handle = await fleet.resume_start(record.id, spec, observer=observer)
         counts = ", ".join(f"{k}: {v}" for k, v in sorted(fleet.status(record.id).counts().items()))
-        say(f"resuming run {record.id} ({counts})")
+        _note(quiet, f"resuming run {record.id} ({counts})")
         return handle
 
-    raise typer.Exit(asyncio.run(session(settings, state_dir, output_mode, start)))
+    with observer:
+        rc = asyncio.run(session(settings, state_dir, "quiet" if quiet else output_mode, start))
+    raise typer.Exit(rc)
 
 
 @app.command("rerun")
@@ -252,6 +272,7 @@ def rerun_cmd(
     storage_account: AccountOpt = None,
     state_dir: StateDirOpt = None,
     verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Start a new run of the same script on the targets of RUN that failed.
 
@@ -268,7 +289,7 @@ def rerun_cmd(
         raise ConfigError(f"unknown --state: {exc}", hint=f"states: {', '.join(s.value for s in TargetState)}") from exc
     settings = load_settings(output_container=output_container, storage_account=storage_account,
                              state_dir=str(state_dir) if state_dir else None)
-    observer = make_observer(output_mode, verbose)
+    observer = _display(output_mode, verbose, quiet)
     with open_ledger(state_dir) as ledger:
         record = ledger.require_run(run_id)
     spec = recorded_spec(
@@ -285,13 +306,15 @@ def rerun_cmd(
     async def start(fleet: Fleet) -> RunHandle:
         handle = await fleet.rerun_start(record.id, spec, states=states, options=opts, observer=observer,
                                          record=source)
-        say(f"run {handle.run_id} re-runs {len(handle.runner.works)} target(s) of {record.id}")
+        _note(quiet, f"run {handle.run_id} re-runs {len(handle.runner.works)} target(s) of {record.id}")
         return handle
 
-    raise typer.Exit(asyncio.run(session(settings, state_dir, output_mode, start)))
+    with observer:
+        rc = asyncio.run(session(settings, state_dir, "quiet" if quiet else output_mode, start))
+    raise typer.Exit(rc)
 
 
-@app.command("cancel")
+@app.command("cancel", epilog="Examples: azrun cancel   # the latest run;   azrun cancel 20261122-0012-ab12cd")
 def cancel_cmd(
     run_id: Annotated[str | None, typer.Argument(help="The run to cancel (default: the latest).")] = None,
     state_dir: StateDirOpt = None,
@@ -316,7 +339,7 @@ def cancel_cmd(
     raise typer.Exit(asyncio.run(go()))
 
 
-@app.command("cleanup")
+@app.command("cleanup", epilog="Example: azrun cleanup --older-than 1d --all-azrun --dry-run")
 def cleanup_cmd(
     older_than: Annotated[str, typer.Option("--older-than", metavar="DURATION",
                                             help="Only run commands that finished longer ago than this.")] = "7d",
@@ -366,7 +389,7 @@ def cleanup_cmd(
     raise typer.Exit(asyncio.run(go()))
 
 
-@app.command("status")
+@app.command("status", epilog="Examples: azrun status   # the latest run;   azrun status 20261122-0012-ab12cd --all --json")
 def status_cmd(
     run_id: Annotated[str | None, typer.Argument(help="The run (default: the latest).")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Every target, not only those that did not succeed.")] = False,
@@ -400,7 +423,7 @@ def status_cmd(
         say(f"{len(running)} target(s) not finished and no live azrun drives the run: azrun resume {record.id}")
 
 
-@app.command("runs")
+@app.command("runs", epilog="Example: azrun runs -n 5 --json")
 def runs_cmd(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs, newest first.")] = 20,
     as_json: JsonOpt = False,

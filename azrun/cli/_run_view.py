@@ -1,8 +1,9 @@
 """Plain-text views for the run commands: state-change lines while a run goes, the summary
 table after it, ``status`` and ``runs`` tables, and durations (``90s``, ``10m``, ``7d``).
 
-No escape codes unless the stream is a TTY (and ``NO_COLOR`` is unset). The rich live display
-is a later issue; these stay as the non-TTY / ``--plain`` view.
+No escape codes unless the stream is a TTY and colours are on (``NO_COLOR`` unset and no
+``azrun --no-color``). The rich live display is in :mod:`azrun.cli._progress`; these stay as
+the non-TTY view.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from azrun.errors import ConfigError
 from azrun.fleet import ProgressSnapshot
 from azrun.models import FleetResult, Target, TargetResult, TargetState
 
-__all__ = ["LinePrinter", "color_for", "parse_duration", "render_runs", "render_summary", "render_targets"]
+__all__ = [
+    "LinePrinter",
+    "color_for",
+    "colors_disabled",
+    "parse_duration",
+    "render_runs",
+    "render_summary",
+    "render_targets",
+    "root_flag",
+]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -38,9 +48,27 @@ def parse_duration(text: str, *, flag: str) -> float:
     return float(found.group(1)) * _UNIT[found.group(2).lower()]
 
 
+def root_flag(name: str) -> bool:
+    """A boolean option of the root command (``azrun --no-color ...``), False outside a command.
+
+    Read from the running click context rather than stored in a global, so in-process callers
+    (tests calling :func:`azrun.cli.main` repeatedly) never leak one invocation's flags.
+    """
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    return bool(ctx is not None and ctx.find_root().params.get(name))
+
+
+def colors_disabled() -> bool:
+    """``NO_COLOR`` (https://no-color.org) or ``azrun --no-color``."""
+    return bool(os.environ.get("NO_COLOR")) or root_flag("no_color")
+
+
 def color_for(stream: TextIO) -> bool:
+    """Colour on ``stream``: only a terminal, and only if colours are not turned off."""
     try:
-        return stream.isatty() and not os.environ.get("NO_COLOR")
+        return stream.isatty() and not colors_disabled()
     except (AttributeError, ValueError):
         return False
 

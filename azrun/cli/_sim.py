@@ -6,7 +6,8 @@ import typer
 
 from azrun.cli import app
 
-sim_app = typer.Typer(help="The local Azure: an ARM + IMDS simulator with Azurite for blobs.", no_args_is_help=True)
+sim_app = typer.Typer(help="The local Azure: an ARM + IMDS simulator with Azurite for blobs.", no_args_is_help=True,
+                      epilog="Example: azrun sim up --fleet azrun/sim/fleets/demo.toml")
 app.add_typer(sim_app, name="sim")
 
 
