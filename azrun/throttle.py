@@ -9,8 +9,10 @@ Pieces, each usable alone:
 * :class:`Throttle`: the per-run registry of buckets, created lazily from :class:`ThrottleLimits`:
   ARM ``(subscription, reads|writes|deletes)``, Compute per subscription ``(subscription, group)``,
   Compute per resource ``(vm, group)``, and *learned* buckets for rate-limit policies the server
-  names that we do not model. ``observe`` reconciles buckets with the ``x-ms-ratelimit-remaining-*``
-  headers and pauses the bucket a 429 belongs to until ``Retry-After``.
+  names that we do not model. ``begin`` waits for a token from each and counts the attempt as in
+  flight; ``observe`` hands the answer back: it reconciles buckets with the
+  ``x-ms-ratelimit-remaining-*`` headers (ending cold waves and holds, learning capacity and
+  refill: see ``azrun._bucket``) and pauses the bucket a 429 belongs to until ``Retry-After``.
 * :class:`ThrottlePolicy` / :class:`AsyncThrottlePolicy`: azure-core per-retry policies (every
   attempt pays), and :class:`ThrottleAwareRetryPolicy` / :class:`AsyncThrottleAwareRetryPolicy`:
   azure-core's retry policy minus its sleep for 429s the throttle has already scheduled (the next
@@ -32,12 +34,18 @@ Choices where the docs are silent:
 * Retries: azure-core's RetryPolicy stays the only retry loop. After a 429 the throttle has
   paused, it sets ``request.context[SCHEDULED_KEY]``; the throttle-aware retry policy then skips
   its own sleep (the retry waits in :class:`ThrottlePolicy` until the pause ends, so it is never
-  sent before ``Retry-After`` and nothing sleeps twice) and charges the retry to ``retry_throttled``
-  (default 30) instead of ``retry_total``/``retry_status``, so a 429 storm ends in success.
+  sent before ``Retry-After`` and nothing sleeps twice). Every 429, attributed or not, is charged
+  to ``retry_throttled`` (default 30) instead of ``retry_total``/``retry_status``, so a 429 storm
+  ends in success; for a 429 no bucket can be blamed for, azure-core still sleeps ``Retry-After``.
 * ``Throttle.metrics()`` costs one lock per bucket, and there is a bucket per VM touched.
-* A 429 we cannot attribute (e.g. Network's ``RetryableErrorDueToAnotherOperation``) pauses
-  nothing; the retry policy sleeps for it as usual. An attributed 429 without ``Retry-After``
-  pauses its bucket for ``1 / refill_per_s`` clipped to [1, 60] s.
+* A 429 we cannot attribute (e.g. Network's ``RetryableErrorDueToAnotherOperation``, or a bare
+  ``TooManyRequests``) pauses nothing; the retry policy sleeps for it as usual. An attributed
+  429 without ``Retry-After`` pauses its bucket for ``1 / refill_per_s`` clipped to [1, 60] s.
+* Every bucket the Throttle creates is *adaptive* (``azrun._bucket``): until its first answer
+  only a first wave (1 s of refill) goes out, refill credit waits for the server to start
+  counting, the server's ``remaining`` is compared with what we have in flight, and a refill
+  rate clearly below the configured one is learned from successive headers. A learned bucket
+  created from a header starts warm (at that header's count).
 """
 
 from __future__ import annotations
@@ -70,7 +78,7 @@ from azrun.errors import ConfigError
 __all__ = [
     "DELETE_VM", "GET_OPERATION", "HIGH_COST_GET", "LOW_COST_GET", "PUT_VM", "SCHEDULED_KEY", "UPDATE_VM",
     "VMSS_VM_GET", "VMSS_VM_UPDATE", "AsyncThrottleAwareRetryPolicy", "AsyncThrottlePolicy", "BucketStats",
-    "Limit", "RequestClass", "Throttle", "ThrottleAwareRetryPolicy", "ThrottleLimits", "ThrottleMetrics",
+    "InFlight", "Limit", "RequestClass", "Throttle", "ThrottleAwareRetryPolicy", "ThrottleLimits", "ThrottleMetrics",
     "ThrottlePolicy", "TokenBucket", "acquire_all", "acquire_all_sync", "aio_client_kwargs", "classify",
     "client_kwargs", "parse_remaining_resource", "parse_retry_after",
 ]
@@ -358,6 +366,17 @@ class ThrottleMetrics:
         return self.unattributed_429 + sum(b.throttled_429 for b in self.buckets)
 
 
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """One attempt :meth:`Throttle.begin` let through; hand it to :meth:`Throttle.observe` with
+    its answer, or to :meth:`Throttle.abandon` if none came (it counts as in flight until then)."""
+
+    rc: RequestClass
+    buckets: tuple[TokenBucket, ...]
+    sent_at: float
+    waited_s: float
+
+
 _Key = tuple[str, str, str]
 
 
@@ -391,7 +410,10 @@ class Throttle:
         return self.limits.enabled
 
     def _create(self, key: _Key, limit: Limit, initial: float | None = None) -> TokenBucket:
-        """Make the bucket for ``key`` unless another thread just did (slow path only)."""
+        """Make the bucket for ``key`` unless another thread just did (slow path only).
+
+        Adaptive, and cold unless ``initial`` (a count the server just sent) is given.
+        """
         kind, scope, what = key
         if kind == "res":
             prefix, _, path = scope.partition("/providers/microsoft.compute/")
@@ -403,7 +425,7 @@ class Throttle:
             if bucket is None:
                 bucket = self._buckets[key] = TokenBucket(
                     limit.burst, limit.per_s, name=name, clock=self._clock, sleep=self._sleep,
-                    async_sleep=self._async_sleep, initial=initial,
+                    async_sleep=self._async_sleep, initial=initial, adaptive=True,
                 )
             return bucket
 
@@ -471,48 +493,69 @@ class Throttle:
         return buckets
 
     async def acquire(self, rc: RequestClass) -> float:
-        """Wait for a token from every bucket of ``rc``; returns seconds waited."""
+        """Wait for a token from every bucket of ``rc``; returns seconds waited (not tracked:
+        prefer :meth:`begin` + :meth:`observe` for requests whose answers you see)."""
         return await acquire_all(self.buckets_for(rc)) if self.enabled else 0.0
 
     def acquire_sync(self, rc: RequestClass) -> float:
         return acquire_all_sync(self.buckets_for(rc)) if self.enabled else 0.0
 
+    async def begin(self, rc: RequestClass) -> InFlight:
+        """Wait for a token from every bucket of ``rc``, then count the attempt as in flight."""
+        buckets = tuple(self.buckets_for(rc)) if self.enabled else ()
+        waited = await acquire_all(buckets, track=True)
+        return InFlight(rc, buckets, self._clock(), waited)
+
+    def begin_sync(self, rc: RequestClass) -> InFlight:
+        """Blocking :meth:`begin`."""
+        buckets = tuple(self.buckets_for(rc)) if self.enabled else ()
+        waited = acquire_all_sync(buckets, track=True)
+        return InFlight(rc, buckets, self._clock(), waited)
+
+    def abandon(self, sent: InFlight) -> None:
+        """An attempt ended without an answer (connection error, cancellation): it is no longer in
+        flight, and since the server may have seen it, refill credit held for its answer resumes."""
+        now = self._clock()
+        for bucket in sent.buckets:
+            bucket.answered(1.0, accepted=False, sent_at=sent.sent_at, now=now)
+
     def observe(
-        self, rc: RequestClass, status: int, headers: Mapping[str, str], body: str | bytes | None = None
+        self, rc: RequestClass, status: int, headers: Mapping[str, str], body: str | bytes | None = None,
+        *, sent: InFlight | None = None,
     ) -> bool:
         """Reconcile buckets with a response; on an attributable 429 pause its bucket(s).
 
-        ``headers`` must be case-insensitive (azure-core's are). Returns True when the 429 was
-        attributed and paused: the next attempt will wait in the throttle, so the retry
-        policy must not sleep on top.
+        ``headers`` must be case-insensitive (azure-core's are). ``sent``: what :meth:`begin`
+        returned for this attempt (without it every bucket of ``rc`` counts as taken).
+        Returns True when the 429 was attributed and paused: the next attempt will wait in
+        the throttle, so the retry policy must not sleep on top.
         """
         if not self.enabled:
             return False
         now = self._clock()
         arm = self._arm(rc)
         scope = "subscription" if rc.subscription else "tenant"
+        left: dict[TokenBucket, float] = {}
         arm_left = _number(headers.get(f"x-ms-ratelimit-remaining-{scope}-{rc.kind}s"))
         if arm_left is not None:
-            arm.reconcile(arm_left, now)
+            left[arm] = arm_left
         seen: list[tuple[TokenBucket, float]] = []
         if raw := headers.get("x-ms-ratelimit-remaining-resource"):
             for name, count in parse_remaining_resource(raw):
                 if bucket := self._policy_bucket(rc, name, count):
-                    bucket.reconcile(count, now)
+                    left[bucket] = min(count, left.get(bucket, count))
                     seen.append((bucket, count))
+        hit = self._blame(rc, body, arm, arm_left, seen) if status == 429 else []
+        counted = status != 429 or bool(hit)  # an unattributed 429 may never have reached a bucket
+        sent_at, cost = (sent.sent_at, 1.0) if sent is not None else (None, 0.0)
+        taken = sent.buckets if sent is not None else self.buckets_for(rc)
+        for bucket in taken:
+            bucket.answered(cost, remaining=left.pop(bucket, None), accepted=counted and bucket not in hit,
+                            sent_at=sent_at, now=now)
+        for bucket, count in left.items():  # named by the server, not taken by this request (just learned)
+            bucket.answered(0.0, remaining=count, accepted=counted and bucket not in hit, sent_at=sent_at, now=now)
         if status != 429:
             return False
-        return self._on_429(rc, headers, body, arm, arm_left, seen, now)
-
-    def _on_429(
-        self, rc: RequestClass, headers: Mapping[str, str], body: str | bytes | None,
-        arm: TokenBucket, arm_left: float | None, seen: list[tuple[TokenBucket, float]], now: float,
-    ) -> bool:
-        code, targets = _throttle_body(body)
-        hit = [arm] if code == "subscriptionrequeststhrottled" else []
-        hit += [b for t in targets if (b := self._policy_bucket(rc, t, 0.0))]
-        hit = hit or [b for b, count in seen if count <= 0]
-        hit = hit or ([arm] if arm_left is not None and arm_left < 1 else [])
         if not hit:
             with self._lock:
                 self._unattributed += 1
@@ -520,8 +563,19 @@ class Throttle:
         delay = parse_retry_after(headers)
         for bucket in dict.fromkeys(hit):
             pause = delay if delay is not None else min(60.0, max(1.0, 1.0 / bucket.refill_per_s))
-            bucket.throttled(pause, now)
+            bucket.throttled(pause, now, sent_at=sent.sent_at if sent else None)
         return True
+
+    def _blame(
+        self, rc: RequestClass, body: str | bytes | None, arm: TokenBucket, arm_left: float | None,
+        seen: list[tuple[TokenBucket, float]],
+    ) -> list[TokenBucket]:
+        """The buckets a 429 belongs to: named by its body, else at 0 in its headers (may be none)."""
+        code, targets = _throttle_body(body)
+        hit = [arm] if code == "subscriptionrequeststhrottled" else []
+        hit += [b for t in targets if (b := self._policy_bucket(rc, t, 0.0))]
+        hit = hit or [b for b, count in seen if count <= 0]
+        return hit or ([arm] if arm_left is not None and arm_left < 1 else [])
 
     def metrics(self) -> ThrottleMetrics:
         """A consistent-enough snapshot of every bucket (one lock per bucket; cheap)."""
@@ -549,9 +603,9 @@ def _response_body(response: Any) -> str | None:
         return None
 
 
-def _observe(throttle: Throttle, rc: RequestClass, request: PipelineRequest[Any], response: Any) -> None:
+def _observe(throttle: Throttle, sent: InFlight, request: PipelineRequest[Any], response: Any) -> None:
     body = _response_body(response) if response.status_code == 429 else None
-    if throttle.observe(rc, response.status_code, response.headers, body):
+    if throttle.observe(sent.rc, response.status_code, response.headers, body, sent=sent):
         request.context[SCHEDULED_KEY] = True
 
 
@@ -566,10 +620,13 @@ class ThrottlePolicy(HTTPPolicy[Any, Any]):
         if not self.throttle.enabled:
             return self.next.send(request)
         request.context.pop(SCHEDULED_KEY, None)
-        rc = classify(request.http_request.method, request.http_request.url)
-        self.throttle.acquire_sync(rc)
-        response = self.next.send(request)
-        _observe(self.throttle, rc, request, response.http_response)
+        sent = self.throttle.begin_sync(classify(request.http_request.method, request.http_request.url))
+        try:
+            response = self.next.send(request)
+        except BaseException:
+            self.throttle.abandon(sent)
+            raise
+        _observe(self.throttle, sent, request, response.http_response)
         return response
 
 
@@ -584,10 +641,13 @@ class AsyncThrottlePolicy(AsyncHTTPPolicy[Any, Any]):
         if not self.throttle.enabled:
             return await self.next.send(request)
         request.context.pop(SCHEDULED_KEY, None)
-        rc = classify(request.http_request.method, request.http_request.url)
-        await self.throttle.acquire(rc)
-        response = await self.next.send(request)
-        _observe(self.throttle, rc, request, response.http_response)
+        sent = await self.throttle.begin(classify(request.http_request.method, request.http_request.url))
+        try:
+            response = await self.next.send(request)
+        except BaseException:
+            self.throttle.abandon(sent)
+            raise
+        _observe(self.throttle, sent, request, response.http_response)
         return response
 
 
@@ -595,13 +655,18 @@ def _scheduled(response: object) -> bool:
     return isinstance(response, PipelineResponse) and bool(response.context.get(SCHEDULED_KEY))
 
 
+def _is_429(response: object) -> bool:
+    return isinstance(response, PipelineResponse) and response.http_response.status_code == 429
+
+
 def _charge_throttled(settings: dict[str, Any], response: object, error: object) -> bool:
-    """Count a scheduled 429 against ``retry_throttled``, not ``retry_total``/``retry_status``.
+    """Count every 429 against ``retry_throttled``, not ``retry_total``/``retry_status``.
 
     azure-core's ``increment`` decrements total and status; we add one to each first so a 429
-    storm cannot exhaust the budget meant for real errors. Returns False when out of budget.
+    storm cannot exhaust the budget meant for real errors (attributed or not: a bare
+    ``TooManyRequests`` is still throttling). Returns False when out of budget.
     """
-    if error is not None or not _scheduled(response) or settings["total"] <= 0:
+    if error is not None or not _is_429(response) or settings["total"] <= 0:
         return True  # retry_total=0 (no_retries) still means no retries at all
     settings["throttled"] -= 1
     settings["total"] += 1
@@ -613,9 +678,10 @@ _THROTTLED_RETRIES = 30
 
 
 class ThrottleAwareRetryPolicy(RetryPolicy[Any, Any]):
-    """azure-core's RetryPolicy, except after a 429 the throttle has paused for: no sleep here
-    (the next attempt waits in :class:`ThrottlePolicy` until ``Retry-After``) and a separate
-    budget of ``retry_throttled`` (default 30, also per call) such retries. All else unchanged.
+    """azure-core's RetryPolicy, except: every 429 is charged to a separate budget of
+    ``retry_throttled`` (default 30, also per call) retries, and after a 429 the throttle has
+    paused for there is no sleep here (the next attempt waits in :class:`ThrottlePolicy` until
+    ``Retry-After``). All else unchanged.
     """
 
     def __init__(self, **kwargs: Any) -> None:

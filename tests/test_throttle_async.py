@@ -166,6 +166,28 @@ async def test_bucket_is_shared_between_threads_and_event_loops() -> None:
     assert bucket.level() == pytest.approx(950, abs=0.1)
 
 
+async def test_the_cold_waves_answer_wakes_the_queue_at_once() -> None:
+    vt = VirtualTime()
+    bucket = TokenBucket(10, 1, name="t", clock=vt, async_sleep=vt.sleep, adaptive=True)
+    assert await acquire_all((bucket,), track=True) == 0.0  # the wave: 1 s of refill = 1 token
+    rest = [asyncio.ensure_future(acquire_all((bucket,), track=True)) for _ in range(3)]
+    await vt.settle()
+    assert not any(t.done() for t in rest)
+    bucket.answered(remaining=9, sent_at=vt.now)  # no time passes: the waiters are woken, not timed
+    await vt.settle()
+    assert all(t.done() for t in rest) and bucket.level() == pytest.approx(9 - 3)
+
+
+async def test_an_answer_in_another_thread_wakes_a_waiter_in_this_loop() -> None:
+    bucket = TokenBucket(10, 0.001, adaptive=True)  # real time; cold: a wave of one
+    await acquire_all((bucket,), track=True)
+    waiter = asyncio.ensure_future(acquire_all((bucket,), track=True))
+    await asyncio.sleep(0.02)
+    assert not waiter.done()
+    await asyncio.to_thread(bucket.answered, remaining=9)
+    assert await asyncio.wait_for(waiter, 2.0) < 1.0
+
+
 # -- AsyncThrottlePolicy in a real AsyncPipeline ------------------------------------------------
 SUB = "0b1f6471-1bf0-4dda-aec3-111122223333"
 RG = f"https://management.azure.com/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Compute"
@@ -253,8 +275,10 @@ async def test_async_siblings_wait_for_the_paused_bucket() -> None:
     await vt.advance(4.9)
     assert len(transport.sent) == 1
     await vt.advance(0.1)
+    assert len(transport.sent) == 2  # the one token Retry-After promised: the oldest waiter (the retry)
+    await vt.advance(0.1)  # then the refill rate (10/s), not everyone at once
     await asyncio.gather(first, sibling)
-    assert [t for t, _ in transport.sent] == pytest.approx([1000.0, 1005.0, 1005.0])
+    assert [t for t, _ in transport.sent] == pytest.approx([1000.0, 1005.0, 1005.1])
 
 
 async def test_per_vm_burst_then_four_per_minute() -> None:

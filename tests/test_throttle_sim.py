@@ -10,7 +10,7 @@ each once per module (a fixture), with several tests reading one run:
 Where a requirement depends on timing a loaded machine cannot guarantee, the exact case is
 also played against :class:`azrun.sim.arm_throttle.Throttler` (the simulator's own ARM buckets)
 in virtual time, behind a fake transport in a real azure-core pipeline: those minimal tests
-are deterministic and carry ``xfail(strict=True)`` while the throttle misses the requirement.
+are deterministic.
 """
 
 from __future__ import annotations
@@ -210,12 +210,10 @@ def test_documented_limits_every_request_completes_near_the_bound(documented: Ru
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "throttle: refill is credited from our release of the burst, but the server's bucket starts "
-    "refilling when the burst arrives (~1 s later here, behind connection set-up): ~25 429s. "
-    "Deterministic twin: test_virtual_arm_documented_limits_no_429. Non-strict because "
-    "the count depends on the machine's speed."))
 def test_documented_limits_no_429(documented: Run) -> None:
+    """The burst reaches the server behind connection set-up; the throttle credits no refill
+    until an answer proves the server is counting (deterministic twin:
+    test_virtual_arm_documented_limits_no_429)."""
     throttled = documented.arm_429()
     assert throttled == [], f"{len(throttled)} 429s: {sorted({str(r.get('throttle')) for r in throttled})}"
 
@@ -242,12 +240,9 @@ def test_stricter_subscription_still_completes(stricter: Run) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "throttle: the first wave is azrun's own burst (200), not the server's (20), and queued "
-    "waiters keep the due times of the modelled 10/s refill: reconcile() lowers the level but "
-    "moves no ticket, and no refill rate is learned. Deterministic twin: "
-    "test_virtual_arm_stricter_subscription_is_learned_from_headers."))
 def test_stricter_subscription_adapts_from_headers(stricter: Run) -> None:
+    """A cold wave of 1 s of refill, then the server's count, then a learned refill (deterministic
+    twin: test_virtual_arm_stricter_subscription_is_learned_from_headers)."""
     throttled = [r["ts"] for r in stricter.arm_429()]
     assert len(throttled) <= 5, f"{len(throttled)} 429s"
     assert all(ts - throttled[0] < 1.0 for ts in throttled), "429s after the first burst"
@@ -285,13 +280,9 @@ def test_storm_no_retry_goes_before_its_retry_after(storm: Run) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "throttle: a 429 the throttle cannot attribute (the storm's 'TooManyRequests' names no "
-    "bucket) is charged to azure-core's retry_status (3), not to retry_throttled (30), so a "
-    "request that meets four in a row fails. Deterministic twin: "
-    "test_virtual_unattributed_429s_use_the_throttled_retry_budget. Non-strict: whether some request "
-    "meets four 429s in a row is up to the storm's dice (often one does, not always)."))
 def test_storm_every_request_eventually_succeeds(storm: Run) -> None:
+    """Every 429, attributed or not, is charged to retry_throttled (30), not retry_status (3)
+    (deterministic twin: test_virtual_unattributed_429s_use_the_throttled_retry_budget)."""
     assert storm.errors == []
     assert all(attempts[-1].status in (200, 201) for attempts in attempts_by_call(storm).values())
 
@@ -424,16 +415,15 @@ async def put_run_commands(vt: VirtualTime, arm: VirtualArm, n: int) -> list[int
     return [t.result().http_response.status_code for t in tasks]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "azrun/_bucket.py TokenBucket credits refill from the moment azrun releases a burst from a full "
-    "bucket, but the server's bucket starts refilling only when the burst arrives. With a constant "
-    "latency that leaves no margin at all (the server meets each paced request with exactly 1.0 "
-    "token and float rounding refuses some); when the burst waits for connections (gate_s) the "
-    "requests released meanwhile (10 here) reach a server with no tokens."))
 @pytest.mark.parametrize(("latency_s", "gate_s"), [(0.2, 0.0), (0.05, 1.0)], ids=["constant-latency", "late-burst"])
 async def test_virtual_arm_documented_limits_no_429(latency_s: float, gate_s: float) -> None:
     """230 run-command PUTs against ARM's documented write bucket (200 + 10/s): no 429, and done
-    one refill period per extra request after the burst (plus round trips and the gate)."""
+    one refill period per extra request after the burst (plus round trips and the gate).
+
+    The server's bucket refills only once the burst arrives: with a constant latency crediting
+    refill from our release leaves no margin (the server meets each paced request with exactly
+    1.0 token), and when the burst waits for connections (gate_s) requests paced meanwhile would
+    reach a server with no tokens."""
     vt = VirtualTime()
     arm = VirtualArm(vt, Limits(), latency_s=latency_s, gate_s=gate_s)
     assert await put_run_commands(vt, arm, 230) == [200] * 230
@@ -441,12 +431,9 @@ async def test_virtual_arm_documented_limits_no_429(latency_s: float, gate_s: fl
     assert vt() - vt.start <= (230 - 200) / 10 + gate_s + 5 * latency_s
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "azrun/throttle.py: against ARM writes of 20 + 5/s azrun sends its own burst of 200 before any "
-    "header is back (20 429s at once), then keeps the modelled 10/s: queued tickets keep their due "
-    "times when reconcile() lowers the level, a pause releases every ticket due during it at once, "
-    "and no refill rate is learned from x-ms-ratelimit-remaining-subscription-writes."))
 async def test_virtual_arm_stricter_subscription_is_learned_from_headers() -> None:
+    """ARM writes of 20 + 5/s (azrun assumes 200 + 10/s): no burst of 200 before the first header,
+    queued waiters re-timed by what headers say, the refill learned (or cut after a 429)."""
     vt = VirtualTime()
     arm = VirtualArm(vt, Limits(arm_writes=(20, 5)), latency_s=0.05)
     assert await put_run_commands(vt, arm, 40) == [200] * 40
@@ -463,10 +450,8 @@ async def test_virtual_storm_of_attributable_pauses_is_waited_out() -> None:
     assert await put_run_commands(vt, arm, 12) == [200] * 12
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "azrun/throttle.py _charge_throttled charges only 429s the throttle scheduled to retry_throttled; "
-    "a 429 it cannot attribute uses azure-core's retry_status (3), so a fourth 429 fails the request."))
 async def test_virtual_unattributed_429s_use_the_throttled_retry_budget() -> None:
+    """Five bare 429s per request (more than retry_status=3): all succeed, azure-core sleeping Retry-After."""
     vt = VirtualTime()
     arm = VirtualArm(vt, Limits(), storm=5)
     assert await put_run_commands(vt, arm, 3) == [200] * 3
