@@ -8,6 +8,7 @@ Owners of other benchmarks add a test of the same shape.
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -64,3 +65,104 @@ def test_bench_identity_tiny() -> None:
     assert [r["succeeded"] for r in result["processes"]] == [2, 2]
     assert all(r["imds_requests"] == 2 for r in result["processes"])
     assert bench.report(result)
+
+
+# -- the one-command suite (scripts/bench -> run_all) and the benchmarks it drives -----------------------
+def test_run_all_plans_every_benchmark_and_renders() -> None:
+    run_all = load("run_all")
+    for quick, large in ((True, False), (False, False), (False, True)):
+        jobs = run_all.plan(quick, large)
+        assert {j.benchmark for j in jobs} == set(run_all.BENCHMARKS)
+        assert {j.kwargs["variant"] for j in jobs if j.benchmark == "fleet"} == {"azrun", "naive", "threads5", "sequential"}
+    sizes = {j.kwargs["n"] for j in run_all.plan(False, True) if j.kwargs.get("variant") == "azrun"}
+    assert sizes == {100, 1000, 3000}
+    common = load("_common")
+    lines = [run_all.Line("x", common.Row("a", "1", "1", True)), run_all.Line("x", common.Row("b", "2", "1", False)),
+             run_all.Line("y", common.Row("c", "3"))]
+    text = run_all.render(lines)
+    assert [row.split("|")[-1].strip() for row in text.splitlines()[2:5]] == ["✓", "✗", "—"]
+    assert text.rstrip().endswith("goals met: 1/2")
+    args = run_all.parse_args(["--quick", "--only", "fleet", "scale"])
+    assert args.quick and args.only == ["fleet", "scale"] and args.json.name == "benchmarks-results.json"
+
+
+def test_run_all_startup_end_to_end(tmp_path: Path) -> None:
+    """``run_all --only startup`` runs bench_startup in a child process and writes the JSON document."""
+    run_all = load("run_all")
+    out = tmp_path / "results.json"
+    assert run_all.main(["--quick", "--only", "startup", "--json", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["mode"] == "quick" and doc["machine"]["nproc"] >= 1 and len(doc["machine"]["load_after"]) == 3
+    (job,) = doc["jobs"]
+    assert job["error"] is None
+    timings = job["result"]["timings"]
+    assert set(timings) >= {"python -c pass", "azrun --version", "azrun --help"}
+    assert all(t["median_s"] > 0 for t in timings.values())
+    assert job["result"]["targets_429"] == 0 and job["result"]["import_offenders"]
+    figures = {row["figure"]: row for row in doc["table"]}
+    assert figures["azrun --version, median of 3"]["goal"] == "<= 0.3 s"
+
+
+def test_bench_targets_tiny() -> None:
+    bench = load("bench_targets")
+    result = bench.run(20)
+    assert result["fleet"]["machines"] == 20
+    for scenario in result["scenarios"].values():
+        assert scenario["http_429"] == 0 and scenario["arm_requests"] >= 1
+    assert result["scenarios"]["all machines, all subscriptions"]["selected"] >= 15
+    rows = load("run_all").targets_rows(result)
+    assert all(r.met for r in rows if r.met is not None)
+
+
+@pytest.mark.slow
+def test_bench_output_tiny() -> None:
+    bench = load("bench_output")
+    result = bench.run(2, idle_s=1.0, stream_s=6.0, write_every_s=0.5, large_mb=1)
+    live = result["live"]
+    assert live["lines"] > 2 and live["lines_printed_live"] == live["lines"]
+    assert 0 < live["latency_s"]["p50"] <= live["latency_s"]["p95"] < 30
+    assert result["large_output"]["bytes"] >= 1 << 20
+    rows = load("run_all").output_rows(result)
+    assert rows[0].goal == "p95 <= 2 s" and rows[0].met is not None
+
+
+@pytest.mark.slow
+def test_bench_fleet_azrun_tiny(tmp_path: Path) -> None:
+    run_all = load("run_all")
+    outcome = run_all.run_job(run_all.Job("fleet", "fleet azrun", "bench_fleet", kwargs={"n": 3, "variant": "azrun"},
+                                          timeout_s=120), tmp_path)
+    assert outcome.error is None, outcome.error
+    result = outcome.result
+    assert result["outcomes"] == {"Succeeded": 3} and result["throttled_429"] == 0
+    assert result["arm_requests_per_target"] >= 2 and result["client_peak_rss_mb"] > 10
+    rows = {r.figure: r for r in run_all.fleet_rows([outcome])}
+    assert rows["N=3: azrun HTTP 429s"].met is True and rows["N=3: azrun succeeded"].met is True
+
+
+@pytest.mark.slow
+def test_bench_fleet_alternatives_tiny(tmp_path: Path) -> None:
+    """naive, threads5 and sequential, with the SDK polling every 0.2 s instead of 30 s (speed only)."""
+    run_all = load("run_all")
+    outcomes = []
+    for variant, n in (("naive", 2), ("threads5", 2), ("sequential", 1)):
+        kwargs = {"n": n, "variant": variant, "sdk_polling_interval_s": 0.2}
+        outcome = run_all.run_job(run_all.Job("fleet", variant, "bench_fleet", kwargs=kwargs, timeout_s=120), tmp_path)
+        assert outcome.error is None, outcome.error
+        assert sum(outcome.result["outcomes"].values()) == n == outcome.result["executions"]
+        outcomes.append(outcome)
+    rows = run_all.fleet_rows(outcomes)
+    assert any("projected" in r.figure and "5 threads" in r.figure for r in rows)
+    assert any(r.figure.startswith("N=2: naive") for r in rows)
+
+
+@pytest.mark.slow
+def test_bench_scale_tiny() -> None:
+    bench = load("bench_scale")
+    result = bench.run_sizes([4, 8], concurrency=5)
+    for run in result["runs"]:
+        assert run["outcomes"] == {"Succeeded": run["n"]} and run["http_429"] == 0
+        assert run["peak_rss_mb"] >= run["baseline_rss_mb"] > 10 and run["cpu_s"] > 0
+        assert run["arm_requests_per_target"] >= 2
+    assert result["rss_slope_mb_per_1000"] is not None and not result["measured_at_goal"]
+    (goal,) = [r for r in bench.report(result) if r.goal == "<= 250 MB"]
+    assert "projected" in goal.figure and goal.met is not None

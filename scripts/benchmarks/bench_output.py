@@ -130,8 +130,10 @@ async def _streaming(
 
     def sink(target: Any, stream: str, line: str) -> None:
         sent = appended.get(line)
-        if sent is not None:
-            (first_latencies if line.endswith(" line 0") else latencies).append(time.perf_counter() - sent)
+        # None: the tailer printed the line before the writer saw its append's 201 (same event
+        # loop), so its latency is 0; without this such lines went uncounted.
+        latency = 0.0 if sent is None else time.perf_counter() - sent
+        (first_latencies if line.endswith(" line 0") else latencies).append(latency)
 
     tailer = Tailer(store, run_id, sink, max_tailed=n)
     for t in targets:
