@@ -166,3 +166,13 @@ def test_bench_scale_tiny() -> None:
     assert result["rss_slope_mb_per_1000"] is not None and not result["measured_at_goal"]
     (goal,) = [r for r in bench.report(result) if r.goal == "<= 250 MB"]
     assert "projected" in goal.figure and goal.met is not None
+
+
+@pytest.mark.slow
+def test_bench_sim_tiny() -> None:
+    bench = load("bench_sim")
+    result = bench.run(vms=20, seconds=1.0, starts=1, clients=4)
+    assert result["arm_errors"] == 0
+    assert result["arm_requests"] > 0
+    rows = bench.report(result)
+    assert [r.figure for r in rows][0].startswith("ready")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SUB = "22222222-2222-4222-8222-222222222222"
 
@@ -104,6 +105,19 @@ def run(vms: int = 1000, seconds: float = 10.0, starts: int = 3, clients: int = 
         "fleet_ready_s": round(load_s, 2),
         **{f"arm_{k}": v for k, v in load.items()},
     }
+
+
+def report(result: dict[str, Any]) -> list[Any]:
+    """Rows for ./scripts/bench."""
+    import _common
+
+    Row = _common.Row
+    return [
+        Row("ready (ARM + IMDS + Azurite), median", f"{result['ready_s_median']} s", "<= 3 s",
+            result["ready_s_median"] <= 3),
+        Row(f"{result['vms']}-VM fleet loaded (no storage)", f"{result['fleet_ready_s']} s", "", None),
+        Row("ARM requests/s sustained (limits off)", f"{result['arm_rps']}", ">= 200/s", result["arm_rps"] >= 200),
+    ]
 
 
 def main(argv: list[str]) -> int:

@@ -38,7 +38,7 @@ sys.path[:0] = [p for p in (str(_HERE.parents[1]), str(_HERE)) if p not in sys.p
 
 import _common  # noqa: E402
 
-BENCHMARKS = ("startup", "targets", "throttle", "identity", "output", "fleet", "scale")
+BENCHMARKS = ("sim", "startup", "targets", "throttle", "identity", "output", "fleet", "scale")
 RESULTS = _common.REPO / "benchmarks-results.json"
 MARK = {True: "✓", False: "✗", None: "—"}
 FLEET_GOAL_RATIO = 1.10
@@ -96,6 +96,7 @@ def plan(quick: bool, large: bool) -> list[Job]:
         fleet_sizes, pooled = [50], {"threads5": 5, "sequential": 1}
         jobs = [
             Job("startup", "start-up", "bench_startup", kwargs={"repeats": 3, "vms": 20}),
+            Job("sim", "local Azure", "bench_sim", kwargs={"vms": 200, "seconds": 3, "starts": 1}),
             Job("targets", "target selection", "bench_targets", kwargs={"n": 300}),
             Job("throttle", "throttle", "bench_throttle",
                 kwargs={"writes": 250, "reads": 300, "vms": 50, "overhead_requests": 2000}),
@@ -108,6 +109,7 @@ def plan(quick: bool, large: bool) -> list[Job]:
         fleet_sizes, pooled = [100, 1000] + ([3000] if large else []), {"threads5": 25, "sequential": 5}
         jobs = [
             Job("startup", "start-up", "bench_startup", kwargs={"repeats": 5, "vms": 50}),
+            Job("sim", "local Azure", "bench_sim", kwargs={"vms": 1000, "seconds": 10, "starts": 3}),
             Job("targets", "target selection", "bench_targets", kwargs={"n": 2000}),
             Job("throttle", "throttle", "bench_throttle", kwargs={}),
             Job("identity", "identity", "bench_identity", kwargs={"clients": 50, "ops": 20, "procs": 20}),
