@@ -175,4 +175,4 @@ def test_bench_sim_tiny() -> None:
     assert result["arm_errors"] == 0
     assert result["arm_requests"] > 0
     rows = bench.report(result)
-    assert [r.figure for r in rows][0].startswith("ready")
+    assert rows[0].figure.startswith("ready")
