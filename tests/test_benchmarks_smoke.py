@@ -86,6 +86,7 @@ def test_run_all_plans_every_benchmark_and_renders() -> None:
     assert args.quick and args.only == ["fleet", "scale"] and args.json.name == "benchmarks-results.json"
 
 
+@pytest.mark.slow
 def test_run_all_startup_end_to_end(tmp_path: Path) -> None:
     """``run_all --only startup`` runs bench_startup in a child process and writes the JSON document."""
     run_all = load("run_all")
