@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from azrun.cli import app
+from azrun.cli._options import OutputFormat, OutputOpt
 
 if TYPE_CHECKING:
     from azrun.auth import ProcessCredential, SubscriptionInfo
@@ -49,6 +50,7 @@ def _list_subscriptions(credential: ProcessCredential, cloud: Cloud) -> Iterable
 @app.command("auth", epilog=AUTH_EXAMPLES)
 def auth_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (never the token).")] = False,
+    output: OutputOpt = OutputFormat.TABLE,
     auth: Annotated[
         str | None, typer.Option("--auth", help="auto | msi | cli | device | interactive | env")
     ] = None,
@@ -82,7 +84,7 @@ def auth_command(
         mode=str(settings.get("auth") or "auto"),  # type: ignore[arg-type]
     )
     info = auth_mod.describe(credential, list_subscriptions=_list_subscriptions)
-    if as_json:
+    if as_json or output is not OutputFormat.TABLE:
         typer.echo(info.to_json())
         return
     width = max(len(label) for label, _ in info.rows())

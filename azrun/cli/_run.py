@@ -31,6 +31,8 @@ from azrun.cli._options import (
     IncludeStoppedOpt,
     NameOpt,
     OsOpt,
+    OutputFormat,
+    OutputOpt,
     ResourceGroupOpt,
     SubscriptionOpt,
     TagOpt,
@@ -394,11 +396,14 @@ def status_cmd(
     run_id: Annotated[str | None, typer.Argument(help="The run (default: the latest).")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Every target, not only those that did not succeed.")] = False,
     as_json: JsonOpt = False,
+    output: OutputOpt = OutputFormat.TABLE,
     state_dir: StateDirOpt = None,
 ) -> None:
     """A run's per-target states from the ledger (works while the run is going, from any shell)."""
     from azrun.cli._run_view import color_for, render_summary
     from azrun.models import FleetResult, RunId
+
+    as_json = as_json or output is not OutputFormat.TABLE
 
     with open_ledger(state_dir) as ledger:
         record = ledger.require_run(run_id)
@@ -427,10 +432,13 @@ def status_cmd(
 def runs_cmd(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs, newest first.")] = 20,
     as_json: JsonOpt = False,
+    output: OutputOpt = OutputFormat.TABLE,
     state_dir: StateDirOpt = None,
 ) -> None:
     """Run history from the ledger, newest first."""
     from azrun.cli._run_view import render_runs
+
+    as_json = as_json or output is not OutputFormat.TABLE
 
     with open_ledger(state_dir) as ledger:
         rows = [(r, ledger.counts(r.id)) for r in ledger.runs(limit)]
