@@ -42,6 +42,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -229,6 +230,7 @@ def run(n: int, variant: str, *, sdk_polling_interval_s: float | None = None) ->
         peak_rss_mb = _own_peak_rss_mb()  # before the request log is read into this process
         log = [r for r in sim.requests()[mark:] if r.get("service") == "arm"]
         executions = len(sim.admin_get("executions")["value"])
+    shutil.rmtree(workdir, ignore_errors=True)  # the simulator's logs and the ledger: ~MBs per run
     concurrency = {"threads5": 5, "sequential": 1}.get(variant)
     bound = lower_bound_s(n, concurrency)
     ops = Counter(r["op"] for r in log)
