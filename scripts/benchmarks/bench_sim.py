@@ -86,9 +86,13 @@ async def _hammer(env: dict[str, str], vms: int, seconds: float, clients: int) -
 
 
 def run(vms: int = 1000, seconds: float = 10.0, starts: int = 3, clients: int = 16) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="azrun-bench-sim-") as tmp:
+        return _measure(Path(tmp), vms, seconds, starts, clients)
+
+
+def _measure(where: Path, vms: int, seconds: float, starts: int, clients: int) -> dict[str, Any]:
     from azrun.sim.launcher import SimProcess
 
-    where = Path(tempfile.mkdtemp(prefix="azrun-bench-sim-"))
     ready: list[float] = []
     for n in range(starts):
         with SimProcess(None, workdir=where / f"start{n}") as sim:
