@@ -16,7 +16,12 @@ setting has the value it has.
 from __future__ import annotations
 
 import os
-import tomllib
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -29,7 +29,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +90,11 @@ RUN_STATUSES = ("running", "canceling", "succeeded", "failed", "canceled", "inte
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat(timespec="microseconds") if value else None
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds") if value else None
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -230,7 +230,7 @@ def _target_row(row: sqlite3.Row) -> TargetRecord:
         stderr_tail=row["stderr_tail"],
         arm_requests=row["arm_requests"],
         cleaned_at=_dt(row["cleaned_at"]),
-        updated_at=_dt(row["updated_at"]) or datetime.now(UTC),
+        updated_at=_dt(row["updated_at"]) or datetime.now(timezone.utc),
     )
 
 

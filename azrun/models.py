@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, NewType
+
+from azrun._compat import StrEnum
 
 RunId = NewType("RunId", str)
 

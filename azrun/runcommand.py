@@ -29,10 +29,10 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
+from azrun._compat import StrEnum
 from azrun.models import RunId, RunSpec, Target, TargetKind, TargetState
 from azrun.redact import redact
 
@@ -73,7 +73,7 @@ _TERMINAL_PROVISIONING = frozenset({"succeeded", "failed", "canceled"})
 # -- names and paths ---------------------------------------------------------------------------
 def new_run_id(now: datetime | None = None) -> RunId:
     """A short, sortable run id: ``20261122-0012-ab12cd`` (UTC minute + 24 random bits)."""
-    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%d-%H%M")
+    stamp = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).strftime("%Y%m%d-%H%M")
     return RunId(f"{stamp}-{secrets.token_hex(3)}")
 
 
@@ -228,14 +228,14 @@ def _int(value: Any) -> int | None:
 
 def _time(value: Any) -> datetime | None:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     if not value:
         return None
     try:
         parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)

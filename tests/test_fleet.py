@@ -325,7 +325,7 @@ async def test_secret_values_stay_out_of_results_ledger_and_simulator(
 async def test_resume_settles_the_crash_window_by_name(start_sim: Callable[..., Any], fleet: Any) -> None:
     """A crash between 'Dispatching' in the ledger and the PUT, or between the PUT and 'Running':
     resume GETs the run command by its name and attaches, or dispatches when it does not exist."""
-    from datetime import UTC, datetime
+    from datetime import datetime, timezone
 
     from azrun.runcommand import new_run_id
 
@@ -340,7 +340,7 @@ async def test_resume_settles_the_crash_window_by_name(start_sim: Callable[..., 
         landed, lost, _pending = targets
         for t in (landed, lost):
             assert f.ledger.begin_dispatch(rid, t.resource_id, run_command_name=name, run_command_id="x",
-                                           dispatched_at=datetime.now(UTC))
+                                           dispatched_at=datetime.now(timezone.utc))
         await RunCommandClient(f.factory).submit(landed, name, build_run_command(spec, location=LOCATION, run_id=rid))
         result = await f.resume(rid, spec)
     assert result.ok and len(result.results) == 3

@@ -7,7 +7,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -76,7 +76,7 @@ def test_target_json_keeps_every_field() -> None:
 def test_dispatch_claim_only_from_pending(ledger: Ledger) -> None:
     t = _target(1)
     ledger.create_run("r1", spec=_spec(), targets=[t, _target(2)])
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     assert ledger.begin_dispatch("r1", t.resource_id, run_command_name="azrun-r1", run_command_id="id",
                                  dispatched_at=now)
     row = ledger.target("r1", t.resource_id)
@@ -94,16 +94,16 @@ def test_results_and_cleanup_marks(ledger: Ledger) -> None:
     t = _target(1)
     ledger.create_run("r1", spec=_spec(), targets=[t])
     ledger.begin_dispatch("r1", t.resource_id, run_command_name="azrun-r1", run_command_id="id",
-                          dispatched_at=datetime.now(UTC))
+                          dispatched_at=datetime.now(timezone.utc))
     result = TargetResult(t, TargetState.FAILED, exit_code=3, message="exit 3", run_command_id="id",
-                          started_at=datetime.now(UTC), ended_at=datetime.now(UTC),
+                          started_at=datetime.now(timezone.utc), ended_at=datetime.now(timezone.utc),
                           output=OutputRef("https://x/o", "https://x/e", 10, 2, True), stdout_tail="a\nb",
                           stderr_tail="e", arm_requests=4)
     ledger.record_result("r1", result)
     assert [r.target for r in ledger.uncleaned()] == [t]
     row = ledger.target("r1", t.resource_id)
     assert row is not None and row.to_result() == result
-    ledger.update_target("r1", t.resource_id, cleaned_at=datetime.now(UTC))
+    ledger.update_target("r1", t.resource_id, cleaned_at=datetime.now(timezone.utc))
     assert ledger.uncleaned() == []
     with pytest.raises(ValueError):
         ledger.update_target("r1", t.resource_id, target="nope")
@@ -148,7 +148,7 @@ def test_another_process_reads_while_a_run_writes(ledger: Ledger) -> None:
     """WAL: `azrun status` in another shell sees committed states without blocking the run."""
     t = _target(1)
     ledger.create_run("r1", spec=_spec(), targets=[t])
-    ledger.begin_dispatch("r1", t.resource_id, run_command_name="n", run_command_id="i", dispatched_at=datetime.now(UTC))
+    ledger.begin_dispatch("r1", t.resource_id, run_command_name="n", run_command_id="i", dispatched_at=datetime.now(timezone.utc))
     code = (
         "import sys; from azrun.ledger import Ledger; "
         f"L = Ledger.open({str(ledger.path.parent)!r}); print(L.counts('r1'))"

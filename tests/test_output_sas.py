@@ -6,7 +6,7 @@ import asyncio
 import base64
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -29,7 +29,7 @@ from azrun.output import (
 from azrun.redact import redact
 
 KEY = base64.b64encode(b"k" * 64).decode()
-NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def _target(name: str = "vm-web-01") -> Target:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +43,8 @@ def instance(i: int) -> Target:
 
 # -- pure parts ---------------------------------------------------------------------------------
 def test_run_ids_sort_by_time_and_names_are_unique_per_run() -> None:
-    a = new_run_id(datetime(2026, 11, 22, 0, 12, tzinfo=UTC))
-    b = new_run_id(datetime(2026, 11, 22, 0, 13, tzinfo=UTC))
+    a = new_run_id(datetime(2026, 11, 22, 0, 12, tzinfo=timezone.utc))
+    b = new_run_id(datetime(2026, 11, 22, 0, 13, tzinfo=timezone.utc))
     assert a.startswith("20261122-0012-") and len(a) == len("20261122-0012-ab12cd")
     assert a < b and new_run_id() != new_run_id()
     assert run_command_name(a) == f"azrun-{a}"
@@ -82,7 +82,7 @@ def test_the_body_sets_failure_detection_and_carries_secrets_only_in_their_field
 
 
 def _view(state: str, exit_code: int | None = 0, lasted: float | None = None, **kw: Any) -> RunCommandView:
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     end = start + timedelta(seconds=lasted) if lasted is not None else None
     return RunCommandView(execution_state=state, exit_code=exit_code, start_time=start, end_time=end, **kw)
 

@@ -128,7 +128,7 @@ def describe(
     info = credential.get_token_info(spec.cloud.management_scope)
     claims = token_claims(info.token)
     subscriptions, error = _list(credential, spec.cloud, list_subscriptions)
-    expires = dt.datetime.fromtimestamp(info.expires_on, tz=dt.UTC)
+    expires = dt.datetime.fromtimestamp(info.expires_on, tz=dt.timezone.utc)
     return AuthInfo(
         environment=spec.environment.describe(),
         environment_kind=spec.environment.kind.value,

@@ -9,12 +9,12 @@ which layer set it. Secret settings show as ``(set)`` and every value passes thr
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from azrun._compat import StrEnum
 from azrun.cli import app
 
 config_app = typer.Typer(

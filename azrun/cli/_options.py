@@ -12,10 +12,11 @@ gets azrun's one-line error and hint instead of a usage dump.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from azrun._compat import StrEnum
 
 if TYPE_CHECKING:
     from azrun.clients import ClientFactory

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from azrun.models import Target, TargetState
@@ -56,7 +56,7 @@ async def cleanup(
     concurrency: int = 16,
 ) -> CleanupReport:
     report = CleanupReport(dry_run=dry_run)
-    cutoff = datetime.now(UTC) - timedelta(seconds=max(0.0, older_than_s))
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=max(0.0, older_than_s))
     slots = asyncio.Semaphore(max(1, concurrency))
     live = {r.id for r in ledger.runs(limit=1_000_000) if r.driven_here_by_live_process}
     done: set[str] = set()
@@ -86,7 +86,7 @@ async def _ledger_sweep(
                 report.failed.append((rid, classify_error(exc).describe()))
                 return
         report.deleted.append(rid)
-        ledger.update_target(run_id, rec_target.resource_id, cleaned_at=datetime.now(UTC))
+        ledger.update_target(run_id, rec_target.resource_id, cleaned_at=datetime.now(timezone.utc))
 
     jobs = []
     for rec in ledger.uncleaned():
@@ -149,4 +149,4 @@ async def _machine_sweep(
                 continue
         report.deleted.append(rid)
         if ledger.target(run_id, target.resource_id) is not None:
-            ledger.update_target(run_id, target.resource_id, cleaned_at=datetime.now(UTC))
+            ledger.update_target(run_id, target.resource_id, cleaned_at=datetime.now(timezone.utc))

@@ -395,7 +395,7 @@ class Fleet:
         return self.status(rid).result()
 
     async def _cancel_target(self, rid: str, rec: TargetRecord) -> None:
-        from datetime import UTC, datetime
+        from datetime import datetime, timezone
 
         from azrun.runcommand import classify_error
 
@@ -408,7 +408,7 @@ class Fleet:
             self.ledger.update_target(rid, rec.target.resource_id, message=f"cancel failed: {failure.describe()}",
                                       arm_requests=counter.requests)
             return
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         self.ledger.update_target(
             rid, rec.target.resource_id, state=TargetState.CANCELED, message="canceled (azrun cancel)",
             ended_at=now, cleaned_at=now, arm_requests=counter.requests,

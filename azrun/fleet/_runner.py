@@ -27,7 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from azrun._bucket import TokenBucket
@@ -215,7 +215,7 @@ class Runner:
     # -- dispatch -----------------------------------------------------------------------------
     def _claim(self, work: Work, *, resume: bool = False) -> bool:
         """Ledger first: Dispatching before the PUT (False if another process changed the row)."""
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         rc_id = f"{work.target.resource_id}/runCommands/{work.run_command_name}"
         states = (TargetState.PENDING, TargetState.DISPATCHING) if resume else (TargetState.PENDING,)
         if not self._ledger.begin_dispatch(
@@ -250,7 +250,7 @@ class Runner:
             return
         work.state = TargetState.RUNNING
         if work.sent_mono is None:
-            work.sent_mono, work.sent_at = self._clock(), datetime.now(UTC)
+            work.sent_mono, work.sent_at = self._clock(), datetime.now(timezone.utc)
         if self._timeout_s > 0 and work.deadline is None:
             work.deadline = work.sent_mono + self._timeout_s + self._opts.grace_s(self._timeout_s)
         work.run_command_id = view.id or work.run_command_id
@@ -317,7 +317,7 @@ class Runner:
 
     def _arm_deadline(self, work: Work) -> None:
         now = self._clock()
-        elapsed = (datetime.now(UTC) - work.dispatched_at).total_seconds() if work.dispatched_at else 0.0
+        elapsed = (datetime.now(timezone.utc) - work.dispatched_at).total_seconds() if work.dispatched_at else 0.0
         work.dispatched_mono = work.sent_mono = now - max(0.0, elapsed)
         work.sent_at = work.dispatched_at
         if self._timeout_s > 0:
@@ -479,7 +479,7 @@ class Runner:
     ) -> None:
         was_active = work.state in _ACTIVE
         work.state, work.exit_code, work.message = state, exit_code, self._scrub(message)
-        work.ended_at = (view.end_time if view and view.end_time else None) or datetime.now(UTC)
+        work.ended_at = (view.end_time if view and view.end_time else None) or datetime.now(timezone.utc)
         work.started_at = (view.start_time if view else None) or work.started_at
         if state.counts_as_error:
             self._errors += 1
@@ -498,7 +498,7 @@ class Runner:
             work.cleaned = cleaned
             self._ledger.record_result(self.run_id, work.result())
             if cleaned:
-                self._ledger.update_target(self.run_id, work.target.resource_id, cleaned_at=datetime.now(UTC))
+                self._ledger.update_target(self.run_id, work.target.resource_id, cleaned_at=datetime.now(timezone.utc))
             self._observer.on_target(work.result())
             work.done.set()
         finally:
@@ -540,7 +540,7 @@ class Runner:
         """Delete a finished target's run command so the VM stays under the 25 cap."""
         if await self._delete(work):
             work.cleaned = True
-            self._ledger.update_target(self.run_id, work.target.resource_id, cleaned_at=datetime.now(UTC),
+            self._ledger.update_target(self.run_id, work.target.resource_id, cleaned_at=datetime.now(timezone.utc),
                                        arm_requests=work.requests)
         else:
             self._ledger.update_target(self.run_id, work.target.resource_id, arm_requests=work.requests)
@@ -558,7 +558,7 @@ class Runner:
             self._active -= 1
             self._ledger.update_target(
                 self.run_id, work.target.resource_id, state=state, message=work.message,
-                ended_at=datetime.now(UTC) if state.terminal else None,
+                ended_at=datetime.now(timezone.utc) if state.terminal else None,
                 dispatched_at=work.dispatched_at if state.terminal else None,
             )  # fmt: skip
             if state.terminal:
@@ -642,7 +642,7 @@ class Runner:
         for work in self.works:
             if work.state is TargetState.PENDING:
                 work.state, work.message = TargetState.SKIPPED, reason
-                work.ended_at = datetime.now(UTC)
+                work.ended_at = datetime.now(timezone.utc)
                 self._observer.on_target(work.result())
         self._ledger.skip_pending(self.run_id, reason)
 

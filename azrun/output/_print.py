@@ -19,9 +19,9 @@ import json
 import sys
 import threading
 import zlib
-from enum import StrEnum
 from typing import TextIO
 
+from azrun._compat import StrEnum
 from azrun.models import Target
 from azrun.output._tail import Sink
 

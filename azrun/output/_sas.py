@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Protocol
 
 from azrun.errors import ConfigError
@@ -53,7 +53,7 @@ Now = Callable[[], datetime]
 
 
 def _utcnow() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(timezone.utc)
 
 
 def sas_lifetime_s(timeout_s: int, margin_s: int = DEFAULT_MARGIN_S) -> int:
@@ -134,7 +134,7 @@ class UserDelegationSigner:
     Args:
         account_name: the storage account.
         get_key: ``(start, expiry) -> UserDelegationKey`` (``BlobServiceClient.get_user_delegation_key``).
-        now: the clock (UTC datetimes).
+        now: the clock (timezone.utc datetimes).
     """
 
     kind = "user-delegation"

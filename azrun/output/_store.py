@@ -24,7 +24,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote
@@ -255,7 +255,7 @@ class OutputStore:
             _LOG.debug("could not delete the probe blob in %s: %s", url, short_error(exc))
         if isinstance(self._signer, UserDelegationSigner):
             try:
-                await self._signer.key_for(datetime.now(UTC) + timedelta(hours=1))
+                await self._signer.key_for(datetime.now(timezone.utc) + timedelta(hours=1))
             except AzureError as exc:
                 raise output_error(exc, url, "getting a user delegation key") from exc
 

@@ -418,13 +418,10 @@ async def _stop(tail: _Tail) -> None:
     if task is None:
         return
     task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise  # we are being cancelled ourselves, not just the tail task
-    except Exception as exc:  # the loop died earlier; complete() reads everything anyway
+    # asyncio.wait raises CancelledError only when we are cancelled ourselves, not the tail task
+    await asyncio.wait({task})
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None:  # the loop died earlier; complete() reads everything anyway
         _LOG.debug("tail of %s had stopped: %s", tail.target.name, _describe(exc))
 
 

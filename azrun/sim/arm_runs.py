@@ -30,7 +30,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from azrun.sim.agent import ExecutionRequest, ExecutionStatus
@@ -47,7 +47,7 @@ _MAX_OPERATIONS = 100_000
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(timezone.utc)
 
 
 @dataclass(eq=False)

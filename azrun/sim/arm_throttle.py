@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from azrun.sim.arm_errors import ArmError
 from azrun.sim.fleet import Limits
@@ -146,7 +146,7 @@ class Throttler:
     def _compute_429(self, policy: str, bucket: SimBucket, wait: float, headers: dict[str, str]) -> ArmError:
         key = (policy, str(id(bucket)))
         self._refused[key] = self._refused.get(key, 0) + 1
-        now = datetime.now(UTC)
+        now = datetime.now(timezone.utc)
         detail = (
             f'{{"operationGroup":"{policy}","startTime":"{(now - timedelta(minutes=1)).isoformat()}",'
             f'"endTime":"{now.isoformat()}","allowedRequestCount":{int(bucket.capacity)},'

@@ -37,7 +37,12 @@ reproducible from its file alone.
 
 from __future__ import annotations
 
-import tomllib
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ class Storage:
             blob,
             account_key=ACCOUNT_KEY,
             permission="racw",
-            expiry=datetime.now(UTC) + timedelta(hours=1),
+            expiry=datetime.now(timezone.utc) + timedelta(hours=1),
         )
         base = self.container_url.rsplit("/", 1)[0]
         return f"{base}/{container}/{blob}?{sas}"

@@ -6,7 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -168,7 +168,7 @@ def test_run_command_through_arm_reaches_the_agent_and_the_blob(
         "server/rc.log",
         account_key=conn["AccountKey"],
         permission="racw",
-        expiry=datetime.now(UTC) + timedelta(hours=1),
+        expiry=datetime.now(timezone.utc) + timedelta(hours=1),
     )
     compute = ComputeManagementClient(
         ManagedIdentityCredential(),
