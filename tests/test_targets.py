@@ -365,7 +365,7 @@ def names(items: Any) -> set[str]:
 
 
 def _flex_members(prefix: str, count: int) -> set[str]:
-    from azrun.sim.fleet import load_fleet
+    from azrun.sim.fleetspec import load_fleet
 
     fleet = load_fleet(FLEET)
     found = {v.name for v in fleet.vms if v.vmss == prefix}
@@ -595,7 +595,7 @@ async def test_missing_subscription_is_one_line_naming_it(select: Callable[..., 
 
 
 async def test_subscription_without_access_names_it_and_the_action(select: Callable[..., Any]) -> None:
-    from azrun.sim.fleet import load_fleet
+    from azrun.sim.fleetspec import load_fleet
 
     identity = load_fleet(FLEET).identity(SUB_A, "id-limited")
     assert identity is not None
@@ -627,7 +627,7 @@ def test_no_default_subscription_is_a_config_error(fleet_sim: Any, azure_env: Ca
 
 
 def test_fleet_text_is_valid_toml(tmp_path: Path) -> None:
-    from azrun.sim.fleet import load_fleet
+    from azrun.sim.fleetspec import load_fleet
 
     fleet = load_fleet(FLEET)
     assert {s.id for s in fleet.subscriptions} == {SUB_A, SUB_B}
