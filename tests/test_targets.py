@@ -8,23 +8,13 @@ take several pages, so paging is exercised by every resolution.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from azrun.azerrors import azure_error, map_azure_errors, missing_action
-from azrun.errors import (
-    AuthError,
-    AzrunError,
-    ConfigError,
-    NoTargetsMatched,
-    PermissionDenied,
-    TargetError,
-    ThrottledError,
-)
+from azrun.errors import ConfigError, NoTargetsMatched, PermissionDenied, TargetError
 from azrun.models import Target, TargetKind
 from azrun.targets import (
     Listing,
@@ -259,68 +249,6 @@ def test_rejection_reasons() -> None:
 def test_scale_set_name_prefilter(pattern: str, scale_set: str, could: bool) -> None:
     sel = Selector.from_options(names=[pattern])
     assert (sel.scale_set_rejection(scale_set, "linux", {}) is None) is could
-
-
-# ----------------------------------------------------------------------------- error mapping (no I/O)
-class _Response:
-    """The few attributes azure-core's HttpResponseError reads from a response."""
-
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        self.status_code = status
-        self.reason = "reason"
-        self.headers = headers or {}
-        self.content_type = "application/json"
-        self.request = None
-        self._body = json.dumps(body)
-
-    def text(self, encoding: str | None = None) -> str:
-        return self._body
-
-    def body(self) -> bytes:
-        return self._body.encode()
-
-
-def _http_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Exception:
-    from azure.core.exceptions import HttpResponseError
-    from azure.mgmt.core.exceptions import ARMErrorFormat
-
-    response = _Response(status, {"error": {"code": code, "message": message}}, headers)
-    return HttpResponseError(response=response, error_format=ARMErrorFormat)
-
-
-def test_403_names_the_missing_action_and_never_the_token() -> None:
-    msg = (
-        "The client 'x' with object id 'x' does not have authorization to perform action "
-        "'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/s' Bearer eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.sig"
-    )
-    err = azure_error(_http_error(403, "AuthorizationFailed", msg), "listing", subscription=SUB_A)
-    assert isinstance(err, PermissionDenied)
-    assert err.action == "Microsoft.Compute/virtualMachines/read"
-    assert SUB_A in err.message and "eyJ" not in err.message and "\n" not in err.message
-    assert missing_action("nothing here") is None
-
-
-def test_error_mapping_by_status_and_code() -> None:
-    throttled = azure_error(_http_error(429, "TooManyRequests", "slow down", {"Retry-After": "7"}))
-    assert isinstance(throttled, ThrottledError) and throttled.retry_after_s == 7
-    missing = azure_error(_http_error(404, "SubscriptionNotFound", "nope"), "listing", subscription=SUB_MISSING)
-    assert isinstance(missing, TargetError) and SUB_MISSING in missing.message
-    other = azure_error(_http_error(500, "InternalServerError", "boom\nsecond line"))
-    assert type(other) is AzrunError and other.message == "ARM answered 500 InternalServerError: boom second line"
-    assert azure_error(ValueError("not azure")) is None
-
-
-def test_map_azure_errors_translates_network_and_auth_errors() -> None:
-    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
-
-    with pytest.raises(AuthError) as auth, map_azure_errors("listing"):
-        raise ClientAuthenticationError("token request failed: access_token=abc.def")
-    assert "abc.def" not in auth.value.message and isinstance(auth.value.__cause__, ClientAuthenticationError)
-    with pytest.raises(AzrunError, match="cannot reach Azure") as net, map_azure_errors("listing"):
-        raise ServiceRequestError("connection refused")
-    assert net.value.hint
-    with pytest.raises(KeyError), map_azure_errors("listing"):
-        raise KeyError("untouched")
 
 
 # ----------------------------------------------------------------------------- against the local Azure
