@@ -197,7 +197,7 @@ async def test_sas_mode_streams_live_and_logs_equal_what_was_streamed(
     assert capsys.readouterr().out == "warning: disk 91% full\n"
     # --download keeps every byte
     assert await asyncio.to_thread(main, ["logs", run_id, "--download", str(tmp_path / "dl")]) == 0
-    saved = (tmp_path / "dl" / "vm-web-01" / "stdout").read_bytes()
+    saved = (tmp_path / "dl" / SUB1 / "rg-web" / "vm-web-01" / "stdout").read_bytes()
     assert saved.decode().splitlines() == out and len(saved) == ref.stdout_bytes
     text = printed.getvalue() + logged + capsys.readouterr().err
     text += "\n".join(r.getMessage() for r in caplog.records) + repr(pair)
@@ -286,7 +286,7 @@ async def test_five_megabytes_from_a_real_script_arrive_byte_identical(
         iv = await _run(factory, target, pair, script, name)
         ref, _, _ = await tailer.complete(target, iv_output=iv.output or "", iv_error=iv.error or "")
         saved = await store.download(store.name_from_url(pair.stdout_url), tmp_path / "stdout")
-        blob = await store.read(run_id, target.name, "stdout")
+        blob = await store.read(run_id, target, "stdout")
     finally:
         await tailer.aclose()
         await store.aclose()

@@ -45,7 +45,9 @@ def test_stream_printer_colours_when_asked() -> None:
 def test_json_printer() -> None:
     out = io.StringIO()
     JsonPrinter(out)(_target(), "stderr", 'ünï "q"')
-    assert json.loads(out.getvalue()) == {"target": "vm-web-01", "stream": "stderr", "line": 'ünï "q"'}
+    assert json.loads(out.getvalue()) == {
+        "target": "vm-web-01", "id": _target().resource_id, "stream": "stderr", "line": 'ünï "q"',
+    }
 
 
 def test_make_sink_by_mode() -> None:

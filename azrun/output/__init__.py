@@ -10,7 +10,8 @@ view at completion.
 Pieces:
 
 * :class:`OutputStore` (``_store``): the container; ``open`` / ``from_settings``, ``prepare``
-  (create blobs + write access as a :class:`BlobPair`), ``urls``, ``read``, ``download``,
+  (create blobs + write access as a :class:`BlobPair`; one blob pair per resource id, under
+  :func:`target_path`), ``urls``, ``read``, ``download``,
   ``list_run``; request counting and a storage token bucket of its own.
 * SAS (``_sas``): account-key or user-delegation signers, lifetime rules, ``--blob-identity``.
 * :class:`Tailer` (``_tail``): adaptive conditional polling of many targets, ``complete``.
@@ -43,6 +44,7 @@ from azrun.output._store import (
     StorageStats,
     blob_name,
     container_url_from_settings,
+    target_path,
 )
 from azrun.output._tail import Notice, Sink, Tailer, TailStats
 
@@ -71,4 +73,5 @@ __all__ = [
     "parse_blob_identity",
     "sas_lifetime_s",
     "split_text",
+    "target_path",
 ]
