@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
+from azrun.cli._print import StreamPrinter
 from azrun.clients import ClientFactory
 from azrun.models import Target, TargetKind
-from azrun.output import BlobPair, OutputStore, StreamPrinter, Tailer
+from azrun.output import BlobPair, OutputStore, Tailer
 
 SUB1 = "11111111-1111-4111-8111-111111111111"
 SIG = re.compile(r"sig=(?!REDACTED)[^&\s\"']+")

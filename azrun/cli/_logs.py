@@ -31,10 +31,10 @@ from azrun.cli import app
 from azrun.errors import ConfigError, LedgerError, OutputError
 
 if TYPE_CHECKING:
+    from azrun.cli._logs_read import LoggedTarget
     from azrun.clients import ClientFactory
     from azrun.config import Settings
     from azrun.output import OutputStore
-    from azrun.output._logs import LoggedTarget
 
 LOGS = "Logs"
 
@@ -114,9 +114,9 @@ async def _logs(
     json_lines: bool,
     state_dir: Path | None,
 ) -> None:
+    from azrun.cli._logs_read import copy_raw, download_logs, follow_logs, print_logs
     from azrun.cli._options import client_factory
-    from azrun.output import JsonPrinter, StreamPrinter
-    from azrun.output._logs import copy_raw, download_logs, follow_logs, print_logs
+    from azrun.cli._print import JsonPrinter, StreamPrinter
 
     rid, rows = _ledger_targets(settings, run_id, state_dir)
     factory = client_factory(settings)
@@ -157,9 +157,9 @@ def _ledger_targets(
     out unless ``include_pending`` (``--follow``: they may still start). This is the only place
     ``azrun logs`` touches the ledger.
     """
+    from azrun.cli._logs_read import LoggedTarget
     from azrun.config import state_dir as resolve_state_dir
     from azrun.ledger import Ledger
-    from azrun.output._logs import LoggedTarget
 
     directory = resolve_state_dir(override=str(state_dir) if state_dir else None)
     try:
@@ -183,8 +183,8 @@ def _ledger_targets(
 async def _open(
     settings: Settings, factory: ClientFactory, run_id: str, rows: list[LoggedTarget] | None
 ) -> tuple[OutputStore, list[LoggedTarget]]:
+    from azrun.cli._logs_read import container_of, targets_from_blobs
     from azrun.output import OutputStore, container_url_from_settings
-    from azrun.output._logs import container_of, targets_from_blobs
 
     urls = [u for r in rows or () for u in (r.stdout_url, r.stderr_url) if u]
     container = container_of(urls[0], run_id) if urls else None

@@ -24,9 +24,7 @@ from urllib.parse import quote
 
 from azrun.errors import OutputError
 from azrun.models import Target, TargetKind
-from azrun.output._lines import LineSplitter
-from azrun.output._store import STREAMS, OutputStore, RunBlob, blob_name
-from azrun.output._tail import Sink, Tailer
+from azrun.output import STREAMS, LineSplitter, OutputStore, RunBlob, Sink, Tailer, blob_name
 
 __all__ = [
     "LoggedTarget",

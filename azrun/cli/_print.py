@@ -23,7 +23,7 @@ from typing import TextIO
 
 from azrun._compat import StrEnum
 from azrun.models import Target
-from azrun.output._tail import Sink
+from azrun.output import Sink
 
 __all__ = ["JsonPrinter", "OutputMode", "StreamPrinter", "make_sink"]
 
