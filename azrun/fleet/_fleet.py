@@ -30,7 +30,7 @@ from azrun.fleet._runner import Runner
 from azrun.fleet._spec import check_same_spec
 from azrun.fleet._work import Work, works_for
 from azrun.models import FleetResult, RunId, RunSpec, SkippedTarget, Target, TargetState
-from azrun.runcommand import RunCommandClient, new_run_id, run_command_name
+from azrun.runcommand import RunCommandClient, check_request_size, new_run_id, run_command_name
 
 if TYPE_CHECKING:
     from azrun.clients import ClientFactory
@@ -233,6 +233,7 @@ class Fleet:
         """
         if isinstance(spec, str):
             spec = RunSpec(script=spec, script_name="inline")
+        check_request_size(spec)  # a body Azure would refuse is refused here, before any dispatch
         opts = options or FleetOptions.make(**option_kwargs)
         chosen, skipped, selector = await self._targets(targets)
         rid = RunId(run_id or new_run_id())
