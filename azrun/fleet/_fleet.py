@@ -21,14 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azrun.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS, DEFAULT_TIMEOUT_S
-from azrun.errors import AzrunError, ConfigError, NoTargetsMatched
+from azrun.errors import ConfigError, NoTargetsMatched
 from azrun.fleet._cleanup import CleanupReport, cleanup
-from azrun.fleet._events import FleetObserver, NullObserver, ProgressSnapshot, Scrubber
+from azrun.fleet._events import EventHub, FleetObserver, NullObserver, Scrubber
+from azrun.fleet._handle import RunHandle
 from azrun.fleet._options import FleetOptions
 from azrun.fleet._output import InstanceViewOutput, OutputPort, StoreOutput
 from azrun.fleet._runner import Runner
 from azrun.fleet._spec import check_same_spec
 from azrun.fleet._work import Work, works_for
+from azrun.ledger import LeaseHolder
 from azrun.models import FleetResult, RunId, RunSpec, SkippedTarget, Target, TargetState
 from azrun.runcommand import RunCommandClient, new_run_id, run_command_name
 
@@ -39,49 +41,13 @@ if TYPE_CHECKING:
     from azrun.output import OutputStore
     from azrun.targets import Selection, Selector
 
-__all__ = ["RERUN_STATES", "Fleet", "RunDefaults", "RunHandle", "RunStatus"]
+__all__ = ["RERUN_STATES", "Fleet", "RunDefaults", "RunStatus"]
 
 #: ``rerun --failed`` picks these.
 RERUN_STATES = (TargetState.FAILED, TargetState.TIMED_OUT, TargetState.UNDELIVERABLE)
 _RESUMABLE = (TargetState.PENDING, TargetState.DISPATCHING, TargetState.RUNNING)
 #: States whose run command exists (or existed): resume must delete it once finished.
 _SENT = (TargetState.RUNNING, TargetState.SUCCEEDED, TargetState.FAILED, TargetState.TIMED_OUT, TargetState.CANCELED)
-
-
-class RunHandle:
-    """A run in progress: control it, watch it, wait for it."""
-
-    def __init__(self, runner: Runner, task: asyncio.Task[FleetResult]) -> None:
-        self.runner = runner
-        self._task = task
-
-    def __repr__(self) -> str:
-        return f"RunHandle({self.run_id!r}, done={self._task.done()})"
-
-    @property
-    def run_id(self) -> RunId:
-        return self.runner.run_id
-
-    def stop_dispatch(self, reason: str = "dispatch stopped") -> None:
-        """Dispatch nothing more; in-flight targets finish; the rest end Skipped."""
-        self.runner.stop_dispatch(reason)
-
-    def cancel(self, reason: str = "run canceled") -> None:
-        """Stop dispatching and cancel (DELETE) every in-flight run command."""
-        self.runner.request_cancel(reason)
-
-    def detach(self, reason: str = "run interrupted; in-flight targets left running") -> None:
-        """Stop dispatching and stop watching; in-flight targets keep running (``resume`` later)."""
-        self.runner.request_detach(reason)
-
-    def snapshot(self) -> ProgressSnapshot:
-        return self.runner.snapshot()
-
-    def done(self) -> bool:
-        return self._task.done()
-
-    async def wait(self) -> FleetResult:
-        return await self._task
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,15 +279,18 @@ class Fleet:
         await self.aopen()
         rid = RunId(run_id or new_run_id())
         name = run_command_name(rid)
-        self.ledger.create_run(
-            rid, spec=spec, targets=chosen, skipped=skipped, selector=selector,
+        holder = LeaseHolder.this_process()
+        ledger = self.ledger
+        await asyncio.to_thread(
+            ledger.create_run, rid, spec=spec, targets=chosen, skipped=skipped, selector=selector,
             options={"fleet": opts.to_dict(), "run_command_name": name,
                      "password": bool(spec.run_as_password), **dict(record or {})},
+            holder=holder,
         )  # fmt: skip
         works = works_for(chosen, name)
         works += [Work(target=s.target, seq=len(works) + i, run_command_name=name, state=TargetState.SKIPPED,
                        message=s.reason) for i, s in enumerate(skipped)]
-        return self._launch(rid, spec, spec.timeout_s, works, opts, observer)
+        return self._launch(rid, spec, spec.timeout_s, works, opts, observer, holder)
 
     def _options(
         self, options: FleetOptions | None, max_concurrency: str | int | None, max_errors: str | int | None,
@@ -348,17 +317,19 @@ class Fleet:
 
     def _launch(
         self, rid: RunId, spec: RunSpec | None, timeout_s: int, works: list[Work], opts: FleetOptions,
-        observer: FleetObserver | None,
+        observer: FleetObserver | None, holder: LeaseHolder,
     ) -> RunHandle:
-        obs = observer or self.observer
+        from azrun.ledger import RunLedger
+
+        hub = EventHub(observer or self.observer)
         scrub = Scrubber([v for _, v in spec.protected_parameters] + [spec.run_as_password or ""] if spec else [])
+        ledger = RunLedger(self.ledger.path, rid, holder)
         runner = Runner(
-            run_id=rid, spec=spec, timeout_s=timeout_s, works=works, ledger=self.ledger, client=self.client,
-            output=self._output_port(rid, obs, scrub, opts), options=opts, observer=obs, scrub=scrub,
+            run_id=rid, spec=spec, timeout_s=timeout_s, works=works, ledger=ledger, client=self.client,
+            output=self._output_port(rid, hub, scrub, opts), options=opts, observer=hub, scrub=scrub,
             read_refill_per_s=self._read_refill(), throttle=self.factory.throttle,
         )  # fmt: skip
-        task = asyncio.get_running_loop().create_task(runner.execute(), name=f"azrun-run-{rid}")
-        return RunHandle(runner, task)
+        return RunHandle(runner, ledger, hub)
 
     def _output_port(self, rid: str, obs: FleetObserver, scrub: Scrubber, opts: FleetOptions) -> OutputPort:
         def sink(target: Target, stream: str, line: str) -> None:
@@ -413,11 +384,6 @@ class Fleet:
         (the same script and protected values) is needed only when something must be dispatched.
         """
         record = self.ledger.require_run(run_id)
-        if record.driven_here_by_live_process:
-            raise AzrunError(
-                f"run {record.id} is still being driven by process {record.pid}",
-                hint=f"wait for it, or stop it with 'azrun cancel {record.id}'",
-            )
         rows = self.ledger.targets(record.id)
         must_dispatch = any(r.state in (TargetState.PENDING, TargetState.DISPATCHING) for r in rows)
         if spec is not None:
@@ -429,10 +395,12 @@ class Fleet:
             )
         opts = FleetOptions.from_dict(record.options.get("fleet", {}))
         name = str(record.options.get("run_command_name") or run_command_name(record.id))
-        self.ledger.claim(record.id)
+        holder = LeaseHolder.this_process()
+        self.ledger.acquire_lease(record.id, holder)  # RunLeased names the live driver
+        rows = self.ledger.targets(record.id)  # as of the lease: nobody else writes them now
         works = [self._work_from(r, name) for r in rows]
         timeout_s = int(record.spec.get("timeout_s", DEFAULT_TIMEOUT_S))
-        return self._launch(RunId(record.id), spec, timeout_s, works, opts, observer)
+        return self._launch(RunId(record.id), spec, timeout_s, works, opts, observer, holder)
 
     @staticmethod
     def _work_from(rec: TargetRecord, name: str) -> Work:
