@@ -76,10 +76,10 @@ def test_exit_codes(sim: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*RUN, "--command", "true", "--param", "x"]) == 2  # not NAME=VALUE
 
 
-def test_permission_errors_exit_2(sim_factory: Callable[..., Any], azure_env: Callable[[Any], dict[str, str]],
+def test_permission_errors_exit_5(sim_factory: Callable[..., Any], azure_env: Callable[[Any], dict[str, str]],
                                   capsys: pytest.CaptureFixture[str]) -> None:
     azure_env(sim_factory(fleet_toml(vms=2, access='  "system:vm-001" = "none"')))
-    assert main([*RUN, "--command", "true"]) == 2
+    assert main([*RUN, "--command", "true"]) == 5
     assert "error:" in capsys.readouterr().err
 
 
@@ -95,11 +95,21 @@ def test_status_and_runs_read_the_ledger(sim: Any, capsys: pytest.CaptureFixture
     assert main(["status", first, "--all"]) == 0
     out = capsys.readouterr().out
     assert f"run {first}" in out and out.count("Succeeded") >= 4
-    assert main(["status", "--json"]) == 0  # latest run
+    assert main(["status", "-o", "jsonl"]) == 1  # latest run, which failed: status exits 1 too
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert {r["run"] for r in rows} == {second}
+    assert {r["runId"] for r in rows} == {second}
     assert sorted(r["state"] for r in rows) == ["Failed"] * 4 + ["Skipped"]
-    assert main(["status", "no-such-run"]) == 2
+    assert main(["status", "no-such-run"]) == 3
+    assert "no such run 'no-such-run'" in capsys.readouterr().err
+    # run ids: 'last' and a unique prefix, as every run command takes them
+    assert main(["status", "last", "-o", "json", "--query", "runId"]) == 1
+    assert json.loads(capsys.readouterr().out) == second
+    prefix = next(second[:n] for n in range(len(second)) if not first.startswith(second[:n]))
+    assert main(["status", prefix, "-o", "tsv", "--query", "[runId, counts.Failed]"]) == 1
+    assert capsys.readouterr().out == f"{second}\n4\n"
+    common = prefix[:-1]  # a prefix of both ids
+    assert main(["status", common]) == 2  # ambiguous
+    assert "ambiguous" in capsys.readouterr().err
 
 
 def test_kill_9_then_resume_runs_every_target_exactly_once(sim: Any, tmp_path: Path) -> None:

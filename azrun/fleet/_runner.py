@@ -288,7 +288,7 @@ class Runner:
             blobs = await self._output.prepare(work.target, self._blob_expiry_s())
         except AzrunError as exc:
             raise Undeliverable(f"output blobs could not be prepared: {exc.message}") from exc
-        body = build_run_command(self._spec, location=work.target.location, run_id=self.run_id, blobs=blobs)
+        body = build_run_command(self._spec.for_os(work.target.os), location=work.target.location, run_id=self.run_id, blobs=blobs)
         return await deliver(self._client, work, body, self._opts)
 
     def _blob_expiry_s(self) -> int:
