@@ -261,3 +261,52 @@ def test_ctrl_c_on_a_terminal_asks_and_cancels(sim: Any) -> None:
         assert run.status == "canceled"
         assert led.counts(run.id) == {"Canceled": 4, "Skipped": 1}
     assert sim.admin_get("stats")["runningScripts"] == 0
+
+
+def test_sigterm_is_treated_like_ctrl_c(sim: Any) -> None:
+    proc = azrun(*RUN, "--command", "sleep 60")
+    try:
+        wait_for(lambda: latest_counts().get("Running", 0) == 4)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM)" in err and "azrun resume" in err
+    with ledger() as led:
+        run = led.require_run(None)
+        assert run.status == "interrupted"  # not left 'running'
+        assert led.counts(run.id) == {"Running": 4, "Skipped": 1}
+    assert sim.admin_get("stats")["runningScripts"] == 4
+    subprocess.run([sys.executable, "-m", "azrun", "cancel", "last"], capture_output=True, timeout=120, check=True)
+    assert sim.admin_get("stats")["runningScripts"] == 0
+
+
+def test_ctrl_c_question_pauses_the_stream(sim_factory: Callable[..., Any],
+                                           azure_env: Callable[[Any], dict[str, str]]) -> None:
+    import pexpect
+
+    sim = sim_factory(fleet_toml(vms=2), storage=True)  # output streams from blobs
+    azure_env(sim)
+    script = "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done"
+    child = pexpect.spawn(sys.executable, ["-m", "azrun", "run", "--tag", "env=prod", "--command", script],
+                          env=dict(os.environ), encoding="utf-8", timeout=60, dimensions=(40, 200))
+    try:
+        child.expect("tick-3")  # output is streaming
+        child.sendintr()
+        child.expect_exact("cancel in-flight targets? [y/N]")
+        time.sleep(1.5)  # ~15 lines per target would have streamed in this time
+        try:
+            held = child.read_nonblocking(size=100_000, timeout=0.5)
+        except pexpect.TIMEOUT:
+            held = ""
+        assert "tick-" not in held, held  # nothing scrolled the question away
+        child.sendline("y")
+        child.expect(pexpect.EOF)
+        after = str(child.before)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130
+    assert "canceling in-flight targets" in after
+    assert "tick-" in after  # the held lines print after the answer
+    assert sim.admin_get("stats")["runningScripts"] == 0
