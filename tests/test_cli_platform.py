@@ -71,7 +71,7 @@ def test_run_spec_gives_each_os_its_script() -> None:
 def test_a_script_for_the_wrong_os_is_refused_for_its_own_flag(tmp_path: Path) -> None:
     ps1 = tmp_path / "x.ps1"
     ps1.write_text("Write-Host hi\n")
-    with pytest.raises(ConfigError, match="--script-linux x.ps1 looks like a Windows script"):
+    with pytest.raises(ConfigError, match=r"--script-linux x\.ps1 looks like a Windows script"):
         OsScripts.from_files(ps1, None)
 
 

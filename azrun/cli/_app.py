@@ -8,6 +8,7 @@ The command modules add themselves to the app :func:`new_app` returns (each modu
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from typing import Annotated
 
@@ -113,6 +114,10 @@ def status_of(exc: BaseException, *, debug: bool, no_color: bool) -> int:
         print_error(f"a file is not UTF-8 text ({exc.reason} at byte {exc.start})",
                     "save the script as UTF-8 (PowerShell: Set-Content -Encoding utf8)", no_color=no_color)
         code = ExitCode.USAGE
+    elif isinstance(exc, sqlite3.Error):
+        print_error(f"the ledger is unusable ({type(exc).__name__}: {exc})",
+                    "move ledger.db out of the state dir (--state-dir / AZRUN_STATE_DIR) and retry; keep it to "
+                    "inspect old runs", no_color=no_color)
     elif code is ExitCode.LOCAL_STATE:
         where = getattr(exc, "filename", None)
         print_error(f"{type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}" + (f": {where}" if where else ""),

@@ -7,7 +7,10 @@ not do its job". 130/143 are the shell's 128+SIGINT/SIGTERM.
 
 from __future__ import annotations
 
+import sqlite3
 from enum import IntEnum
+
+from azrun.errors import AzrunError
 
 
 class ExitCode(IntEnum):
@@ -64,6 +67,7 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         (NotFound, ExitCode.NOT_FOUND),
         (LocalStateError, ExitCode.LOCAL_STATE),
         (errors.AzrunError, ExitCode.USAGE),
+        (sqlite3.Error, ExitCode.LOCAL_STATE),
         (OSError, ExitCode.LOCAL_STATE),
     )
     for kind, code in table:
@@ -72,9 +76,9 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     return ExitCode.INTERNAL
 
 
-class NotFound(Exception):
-    """Marker mixed into errors that say something named does not exist (see ``_runids``)."""
+class NotFound(AzrunError):
+    """Something named on the command line does not exist (a run, a target)."""
 
 
-class LocalStateError(Exception):
-    """Marker for local-environment failures (CA bundle, disk) that are not azrun bugs."""
+class LocalStateError(AzrunError):
+    """The local environment is unusable: a CA bundle missing, a corrupted ledger, a full disk."""

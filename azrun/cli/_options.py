@@ -12,6 +12,7 @@ gets azrun's one-line error and hint instead of a usage dump.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -129,9 +130,16 @@ def client_factory(settings: Settings | None = None) -> ClientFactory:
         object_id=settings.get("object_id") or None,
         resource_id=settings.get("identity_resource_id") or None,
     )
-    return ClientFactory.from_env(
+    factory = ClientFactory.from_env(
         identity=None if identity.is_system_assigned else identity, auth_mode=str(settings.get("auth") or "auto")
     )
+    bundle = factory.cloud.ca_bundle
+    if bundle and not Path(bundle).is_file():
+        from azrun.cli._exit import LocalStateError
+
+        raise LocalStateError(f"the CA bundle {bundle} (AZRUN_CA_BUNDLE) does not exist",
+                              hint="point AZRUN_CA_BUNDLE at the PEM file of the CA that signed the ARM endpoint")
+    return factory
 
 
 def default_subscriptions(settings: Settings | None = None) -> tuple[str, ...]:

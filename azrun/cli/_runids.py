@@ -66,5 +66,5 @@ _HELP = f"Run id ({FORMAT}), a unique prefix of one, or 'last'."
 RunIdArg = Annotated[str, typer.Argument(metavar="RUN", help=_HELP, autocompletion=complete_run_id)]
 OptionalRunIdArg = Annotated[
     str | None,
-    typer.Argument(metavar="[RUN]", help=_HELP + " Default: the latest run.", autocompletion=complete_run_id),
+    typer.Argument(metavar="RUN", help=_HELP + " Default: the latest run.", autocompletion=complete_run_id),
 ]
