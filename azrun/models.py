@@ -9,7 +9,7 @@ Secrets (protected parameters, the run-as password) are ``repr=False`` and never
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NewType
 
@@ -138,6 +138,13 @@ class RunSpec:
     timeout_s: int = DEFAULT_TIMEOUT_S
     async_execution: bool = True
     script_name: str = ""  # what the user called it ("patch.sh", "inline")
+    # per-OS scripts overriding ``script`` for targets of that OS: (("windows", "..."),)
+    os_scripts: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def for_os(self, os_name: str) -> RunSpec:
+        """The spec a target running ``os_name`` gets (its OS's script when one is given)."""
+        body = dict(self.os_scripts).get(os_name.lower())
+        return replace(self, script=body, script_uri=None, command_id=None, os_scripts=()) if body else self
 
     def __post_init__(self) -> None:
         sources = [s for s in (self.script, self.script_uri, self.command_id) if s]
@@ -161,6 +168,8 @@ class RunSpec:
             "run_as_user": self.run_as_user,
             "timeout_s": self.timeout_s,
             "async_execution": self.async_execution,
+            **({"os_scripts_sha256": {o: hashlib.sha256(b.encode()).hexdigest() for o, b in self.os_scripts}}
+               if self.os_scripts else {}),
         }
 
 

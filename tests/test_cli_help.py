@@ -73,14 +73,12 @@ def test_root_help_documents_exit_codes_and_global_options() -> None:
     result = CliRunner().invoke(cli.app, ["--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     text = " ".join(result.output.split())
-    for code in (
-        "0 all targets succeeded",
-        "1 a target failed",
-        "2 usage, auth, permission or config error",
-        "130 Ctrl-C",
-    ):
-        assert code in text, code
-    for option in ("--debug", "--no-color", "--version", "--install-completion", "--show-completion"):
+    from azrun.cli._exit import MEANING
+
+    for code, meaning in MEANING.items():  # the whole exit-code table, one line per code
+        assert f"{int(code)} {' '.join(meaning.split())}" in text, code
+    for option in ("--debug", "--no-color", "--only-show-errors", "--version", "--install-completion",
+                   "--show-completion", "--query", "-o/--output"):
         assert option in text, option
 
 
@@ -104,10 +102,15 @@ def test_version_is_fast_and_imports_no_sdk() -> None:
     )  # fmt: skip
     assert probe.stdout.strip() == "[]", probe.stdout
     start = time.monotonic()
+    subprocess.run([sys.executable, "-c", "pass"], check=True, timeout=30)
+    baseline = time.monotonic() - start
+    start = time.monotonic()
     version = _azrun("--version")
     elapsed = time.monotonic() - start
     assert version.stdout.strip() == f"azrun {__version__}"
-    assert elapsed < 1.5  # ~0.2 s on a quiet machine; loose so a loaded CI box does not flake
+    # ~0.2 s over a bare interpreter on a quiet machine; measured against the interpreter's own start
+    # on the same (possibly loaded) machine rather than an absolute figure
+    assert elapsed < 1.0 + 3 * baseline
 
 
 def test_errors_are_one_line_unless_debug(tmp_path: Any) -> None:
@@ -130,7 +133,7 @@ def test_unexpected_errors_are_one_line_too(
         raise RuntimeError("kaboom sig=abc123secret")
 
     monkeypatch.setattr(cli, "app", boom)
-    assert cli.main(["status"]) == 1
+    assert cli.main(["status"]) == 70  # a bug has its own exit code, never 1 (a target failed)
     err = capsys.readouterr().err
     assert err.startswith("error: unexpected RuntimeError: kaboom") and "--debug" in err
     assert "abc123secret" not in err  # redacted like every error line
@@ -138,8 +141,9 @@ def test_unexpected_errors_are_one_line_too(
         cli.main(["--debug", "status"])
 
 
-def test_no_color_flag_reaches_the_views() -> None:
-    from azrun.cli._run_view import colors_disabled, root_flag
+def test_no_color_flag_reaches_the_views_before_or_after_the_command() -> None:
+    from azrun.cli._globals import current, with_global_options
+    from azrun.cli._run_view import colors_disabled
 
     seen: dict[str, bool] = {}
     probe = typer.Typer()
@@ -148,15 +152,17 @@ def test_no_color_flag_reaches_the_views() -> None:
     def _root(no_color: bool = typer.Option(False, "--no-color")) -> None:
         pass
 
-    @probe.command()
     def show() -> None:
-        seen["flag"] = root_flag("no_color")
+        seen["flag"] = current().no_color
         seen["disabled"] = colors_disabled()
 
+    probe.command("show")(with_global_options(show))
     assert CliRunner().invoke(probe, ["--no-color", "show"], env={"NO_COLOR": None}).exit_code == 0
+    assert seen == {"flag": True, "disabled": True}
+    assert CliRunner().invoke(probe, ["show", "--no-color"], env={"NO_COLOR": None}).exit_code == 0
     assert seen == {"flag": True, "disabled": True}
     assert CliRunner().invoke(probe, ["show"], env={"NO_COLOR": None}).exit_code == 0
     assert seen == {"flag": False, "disabled": False}
     assert CliRunner().invoke(probe, ["show"], env={"NO_COLOR": "1"}).exit_code == 0
     assert seen == {"flag": False, "disabled": True}
-    assert not root_flag("no_color")  # outside a command
+    assert not current().no_color  # outside a command

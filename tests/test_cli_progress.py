@@ -130,16 +130,60 @@ def _render(renderable: Any) -> str:
 
 
 def test_panel_shows_counts_rates_throttle_and_slowest() -> None:
-    text = _render(render_panel(_snapshot(), 0.4))
+    text = _render(render_panel(_snapshot()))
     assert "Running 3" in text and "Succeeded 5" in text and "Failed 1" in text
-    assert (
-        "6/10 done" in text and "0.8 dispatched/s" in text and "0.4 completed/s" in text and "ETA 7s" in text
-    )
+    # one snapshot at 12 s: 6 ended, 9 dispatched by then; 4 remain at 0.5 completed/s
+    assert "6/10 done" in text and "0.8 dispatched/s" in text and "0.5 completed/s" in text and "ETA 8s" in text
     assert "ARM requests 40" in text and "429s 2" in text
     assert "vm-9 11s" in text and "vm-7 8s" in text and "vm-6" not in text  # three slowest only
-    assert "selecting targets" in _render(render_panel(None, 0.0))
-    stopped = _render(render_panel(_snapshot(stopped_reason="error budget spent"), 0.0))
+    assert "selecting targets" in _render(render_panel(None))
+    stopped = _render(render_panel(_snapshot(stopped_reason="error budget spent")))
     assert "dispatch stopped: error budget spent" in stopped
+
+
+def _scripted(steps: list[dict[str, Any]]) -> list[str]:
+    """Feed a scripted run's snapshots to one live display; the panel text after each."""
+    from rich.console import Console
+
+    display = LiveProgress(Console(file=io.StringIO(), width=120, color_system=None), redirect_stdout=False)
+    screens = []
+    for step in steps:
+        display.on_progress(_snapshot(**step))
+        screens.append(_render(display.__rich__()))
+    return screens
+
+
+def test_every_panel_figure_against_a_scripted_run() -> None:
+    """10 targets, 2 of them skipped (stopped); 4 dispatched per second until 8 are; each runs ~3 s."""
+    common: dict[str, Any] = dict(total=10, eta_s=0.0, throttled_429=0, arm_requests=0, polls_queued=0)
+    steps = [
+        dict(common, elapsed_s=1.0, dispatched=4, counts={"Running": 4, "Pending": 4, "Skipped": 2},
+             slowest=(("vm-1", 1.0), ("vm-2", 1.0), ("vm-3", 1.0), ("vm-4", 1.0))),
+        dict(common, elapsed_s=2.0, dispatched=8, counts={"Running": 8, "Skipped": 2},
+             slowest=(("vm-1", 2.0), ("vm-2", 2.0), ("vm-3", 2.0), ("vm-4", 2.0), ("vm-5", 1.0))),
+        dict(common, elapsed_s=4.0, dispatched=8, counts={"Running": 4, "Succeeded": 4, "Skipped": 2},
+             slowest=(("vm-5", 3.0), ("vm-6", 3.0), ("vm-7", 2.0), ("vm-8", 2.0))),
+        dict(common, elapsed_s=30.0, dispatched=8, counts={"Running": 1, "Succeeded": 6, "Failed": 1, "Skipped": 2},
+             slowest=(("vm-8", 28.0),)),
+        dict(common, elapsed_s=40.0, dispatched=8, counts={"Succeeded": 7, "Failed": 1, "Skipped": 2}, slowest=()),
+    ]
+    first, second, third, fourth, last = _scripted(steps)
+    # nothing ended yet: no ETA (never "ETA 0s" with nothing completed); skipped are not done
+    assert "0/8 done (2 skipped)" in first and "ETA -" in first and "ETA 0s" not in first
+    assert "4.0 dispatched/s" in first and "0.0 completed/s" in first
+    # four targets tied at 1 s are not "the slowest": the tie is named as such
+    assert "slowest: 4 running for 1s" in first and "vm-1" not in first
+    assert "slowest: 4 running for 2s" in second  # a tie of 4 is not split to show 3 of them
+    # 4 ended in 4 s: 1.0 completed/s, 4 remain: ETA 4s; the dispatch rate is 8 in 2 s
+    assert "4/8 done (2 skipped)" in third and "1.0 completed/s" in third and "ETA 4s" in third
+    assert "4.0 dispatched/s" in third
+    assert "slowest: vm-5 3s | vm-6 3s" in third and "vm-7" not in third  # no partial tie group
+    # dispatch ended at 2 s: the rate stays 4.0/s at 30 s instead of decaying to 8/30
+    assert "4.0 dispatched/s" in fourth and "0.3 dispatched/s" not in fourth
+    assert "7/8 done (2 skipped)" in fourth and "slowest: vm-8 28s" in fourth
+    # the window: 3 more ended between 4 s and 30 s (26 s); 1 remains
+    assert "0.1 completed/s" in fourth and "ETA 9s" in fourth
+    assert "8/8 done (2 skipped)" in last and "ETA 0s" in last and "slowest" not in last
 
 
 def test_live_progress_prints_lines_above_the_panel() -> None:
@@ -160,7 +204,7 @@ def test_live_progress_prints_lines_above_the_panel() -> None:
         display.on_target(
             TargetResult(target=target, state=TargetState.FAILED, exit_code=3, message="boom\nbad")
         )
-        assert display._completed_rate() == pytest.approx(2.0)
+        assert display._completed_rate() == pytest.approx(5 / 3)  # 5 ended in 3 s (window not yet full)
     out = ANSI.sub("", buf.getvalue())
     assert got == ["vm-1:hello"]
     assert "vm-1" in out and "Failed exit=3 boom bad" in out

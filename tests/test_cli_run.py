@@ -76,10 +76,10 @@ def test_exit_codes(sim: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*RUN, "--command", "true", "--param", "x"]) == 2  # not NAME=VALUE
 
 
-def test_permission_errors_exit_2(sim_factory: Callable[..., Any], azure_env: Callable[[Any], dict[str, str]],
+def test_permission_errors_exit_5(sim_factory: Callable[..., Any], azure_env: Callable[[Any], dict[str, str]],
                                   capsys: pytest.CaptureFixture[str]) -> None:
     azure_env(sim_factory(fleet_toml(vms=2, access='  "system:vm-001" = "none"')))
-    assert main([*RUN, "--command", "true"]) == 2
+    assert main([*RUN, "--command", "true"]) == 5
     assert "error:" in capsys.readouterr().err
 
 
@@ -95,11 +95,21 @@ def test_status_and_runs_read_the_ledger(sim: Any, capsys: pytest.CaptureFixture
     assert main(["status", first, "--all"]) == 0
     out = capsys.readouterr().out
     assert f"run {first}" in out and out.count("Succeeded") >= 4
-    assert main(["status", "--json"]) == 0  # latest run
+    assert main(["status", "-o", "jsonl"]) == 1  # latest run, which failed: status exits 1 too
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert {r["run"] for r in rows} == {second}
+    assert {r["runId"] for r in rows} == {second}
     assert sorted(r["state"] for r in rows) == ["Failed"] * 4 + ["Skipped"]
-    assert main(["status", "no-such-run"]) == 2
+    assert main(["status", "no-such-run"]) == 3
+    assert "no such run 'no-such-run'" in capsys.readouterr().err
+    # run ids: 'last' and a unique prefix, as every run command takes them
+    assert main(["status", "last", "-o", "json", "--query", "runId"]) == 1
+    assert json.loads(capsys.readouterr().out) == second
+    prefix = next(second[:n] for n in range(len(second)) if not first.startswith(second[:n]))
+    assert main(["status", prefix, "-o", "tsv", "--query", "[runId, counts.Failed]"]) == 1
+    assert capsys.readouterr().out == f"{second}\n4\n"
+    common = prefix[:-1]  # a prefix of both ids
+    assert main(["status", common]) == 2  # ambiguous
+    assert "ambiguous" in capsys.readouterr().err
 
 
 def test_kill_9_then_resume_runs_every_target_exactly_once(sim: Any, tmp_path: Path) -> None:
@@ -250,4 +260,53 @@ def test_ctrl_c_on_a_terminal_asks_and_cancels(sim: Any) -> None:
         run = led.require_run(None)
         assert run.status == "canceled"
         assert led.counts(run.id) == {"Canceled": 4, "Skipped": 1}
+    assert sim.admin_get("stats")["runningScripts"] == 0
+
+
+def test_sigterm_is_treated_like_ctrl_c(sim: Any) -> None:
+    proc = azrun(*RUN, "--command", "sleep 60")
+    try:
+        wait_for(lambda: latest_counts().get("Running", 0) == 4)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM)" in err and "azrun resume" in err
+    with ledger() as led:
+        run = led.require_run(None)
+        assert run.status == "interrupted"  # not left 'running'
+        assert led.counts(run.id) == {"Running": 4, "Skipped": 1}
+    assert sim.admin_get("stats")["runningScripts"] == 4
+    subprocess.run([sys.executable, "-m", "azrun", "cancel", "last"], capture_output=True, timeout=120, check=True)
+    assert sim.admin_get("stats")["runningScripts"] == 0
+
+
+def test_ctrl_c_question_pauses_the_stream(sim_factory: Callable[..., Any],
+                                           azure_env: Callable[[Any], dict[str, str]]) -> None:
+    import pexpect
+
+    sim = sim_factory(fleet_toml(vms=2), storage=True)  # output streams from blobs
+    azure_env(sim)
+    script = "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done"
+    child = pexpect.spawn(sys.executable, ["-m", "azrun", "run", "--tag", "env=prod", "--command", script],
+                          env=dict(os.environ), encoding="utf-8", timeout=60, dimensions=(40, 200))
+    try:
+        child.expect("tick-3")  # output is streaming
+        child.sendintr()
+        child.expect_exact("cancel in-flight targets? [y/N]")
+        time.sleep(1.5)  # ~15 lines per target would have streamed in this time
+        try:
+            held = child.read_nonblocking(size=100_000, timeout=0.5)
+        except pexpect.TIMEOUT:
+            held = ""
+        assert "tick-" not in held, held  # nothing scrolled the question away
+        child.sendline("y")
+        child.expect(pexpect.EOF)
+        after = str(child.before)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 130
+    assert "canceling in-flight targets" in after
+    assert "tick-" in after  # the held lines print after the answer
     assert sim.admin_get("stats")["runningScripts"] == 0

@@ -15,13 +15,15 @@ from typing import Annotated, Any
 import typer
 
 from azrun._compat import StrEnum
-from azrun.cli import app
 
 config_app = typer.Typer(
     help="Show the resolved configuration and where each value comes from.", no_args_is_help=True,
     epilog="Example: azrun config show -o json",
 )
-app.add_typer(config_app, name="config")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")
 
 
 class OutputFormat(StrEnum):

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from azrun.cli import app
 from azrun.errors import ConfigError, LedgerError, OutputError
 
 if TYPE_CHECKING:
@@ -39,7 +38,12 @@ if TYPE_CHECKING:
 LOGS = "Logs"
 
 
-@app.command("logs")
+def register(app: typer.Typer) -> None:
+    from azrun.cli._logs_glue import logs_entry
+
+    app.command("logs")(logs_entry(logs_command))
+
+
 def logs_command(
     run_id: Annotated[
         str | None, typer.Argument(metavar="[RUN]", help="Run id (default: the latest run).")
@@ -55,7 +59,7 @@ def logs_command(
         bool, typer.Option("--stderr", help="Only stderr (one target: raw bytes).")
     ] = False,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep streaming until the run is done.")
+        bool, typer.Option("--follow", help="Keep streaming until the run is done.")
     ] = False,
     download: Annotated[
         Path | None, typer.Option("--download", metavar="DIR", help="Save every target's output under DIR.")

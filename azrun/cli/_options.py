@@ -12,11 +12,10 @@ gets azrun's one-line error and hint instead of a usage dump.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-
-from azrun._compat import StrEnum
 
 if TYPE_CHECKING:
     from azrun.clients import ClientFactory
@@ -24,19 +23,6 @@ if TYPE_CHECKING:
     from azrun.targets import Selector
 
 SELECT = "Machine selection"
-OUTPUT = "Output"
-
-
-class OutputFormat(StrEnum):
-    """``table`` for people; ``json`` (alias ``jsonl``) writes one JSON object per line."""
-
-    TABLE = "table"
-    JSON = "json"
-    JSONL = "jsonl"
-
-    @property
-    def machine_readable(self) -> bool:
-        return self is not OutputFormat.TABLE
 
 
 TagOpt = Annotated[
@@ -58,8 +44,9 @@ ExcludeTagOpt = Annotated[
 SubscriptionOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--subscription", "-s", metavar="ID", rich_help_panel=SELECT,
-        help="Subscription to look in (repeatable). Default: AZURE_SUBSCRIPTION_ID or the config file.",
+        "--subscription", "-s", metavar="NAME|ID", rich_help_panel=SELECT,
+        help="Subscription to look in, by name or id (repeatable). Default: AZURE_SUBSCRIPTION_ID, the config "
+        "file, or the Azure CLI's default subscription (az account set).",
     ),
 ]
 AllSubscriptionsOpt = Annotated[
@@ -101,15 +88,6 @@ AllOpt = Annotated[
         "a whole estate by accident.",
     ),
 ]
-OutputOpt = Annotated[
-    OutputFormat,
-    typer.Option(
-        "--output", "-o", case_sensitive=False, rich_help_panel=OUTPUT,
-        help="table, or json/jsonl: one JSON object per line on stdout (summaries go to stderr).",
-    ),
-]
-
-
 def selector_from_options(
     *,
     tag: Sequence[str] | None = None,
@@ -122,13 +100,15 @@ def selector_from_options(
     include_stopped: bool = False,
     select_all: bool = False,
 ) -> Selector:
-    """The validated :class:`~azrun.targets.Selector` for the shared options' values."""
+    """The validated :class:`~azrun.targets.Selector` for the shared options' values (subscription
+    names are looked up and replaced by their ids, as ``az --subscription`` does)."""
+    from azrun.cli._subscriptions import subscription_ids
     from azrun.targets import Selector
 
     return Selector.from_options(
         tags=tag or (),
         exclude_tags=exclude_tag or (),
-        subscriptions=subscription or (),
+        subscriptions=subscription_ids(subscription or ()),
         all_subscriptions=all_subscriptions,
         resource_groups=resource_group or (),
         names=name or (),
@@ -150,18 +130,29 @@ def client_factory(settings: Settings | None = None) -> ClientFactory:
         object_id=settings.get("object_id") or None,
         resource_id=settings.get("identity_resource_id") or None,
     )
-    return ClientFactory.from_env(
+    factory = ClientFactory.from_env(
         identity=None if identity.is_system_assigned else identity, auth_mode=str(settings.get("auth") or "auto")
     )
+    bundle = factory.cloud.ca_bundle
+    if bundle and not Path(bundle).is_file():
+        from azrun.cli._exit import LocalStateError
+
+        raise LocalStateError(f"the CA bundle {bundle} (AZRUN_CA_BUNDLE) does not exist",
+                              hint="point AZRUN_CA_BUNDLE at the PEM file of the CA that signed the ARM endpoint")
+    return factory
 
 
 def default_subscriptions(settings: Settings | None = None) -> tuple[str, ...]:
-    """The subscription scope when none is named: ``AZURE_SUBSCRIPTION_ID`` or the config file."""
+    """The subscription scope when none is named: ``AZURE_SUBSCRIPTION_ID``, the config file, else
+    (Azure CLI or automatic auth) the Azure CLI's default subscription."""
+    from azrun.cli._subscriptions import azure_cli_default
     from azrun.config import Settings
 
-    value = (settings or Settings.load()).get("subscription")
+    settings = settings or Settings.load()
+    value = settings.get("subscription")
     if not value:
-        return ()
+        default = azure_cli_default() if str(settings.get("auth") or "auto") in ("auto", "cli") else None
+        return (default,) if default else ()
     if isinstance(value, list | tuple):
         return tuple(str(v) for v in value if v)
     return tuple(s.strip() for s in str(value).split(",") if s.strip())

@@ -18,13 +18,16 @@ Each is a context manager; the command wraps the whole session in it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
-from collections import deque
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TextIO
 
+from azrun.cli._panel import PanelMath, render_panel
+from azrun.cli._result import known_exit_code
 from azrun.cli._run_view import LinePrinter, color_for, colors_disabled
 from azrun.errors import ConfigError
 from azrun.models import Target, TargetResult, TargetState
@@ -42,7 +45,6 @@ _STATE_STYLE = {
     "Pending": "dim", "Dispatching": "cyan", "Running": "cyan", "Succeeded": "green", "Failed": "red",
     "TimedOut": "red", "Undeliverable": "red", "Canceled": "yellow", "Skipped": "yellow",
 }  # fmt: skip
-_RATE_WINDOW_S = 15.0
 
 
 class Display(Protocol):
@@ -59,6 +61,10 @@ class Display(Protocol):
     def on_line(self, target: Target, stream: str, line: str) -> None: ...
 
     def on_progress(self, snapshot: ProgressSnapshot) -> None: ...
+
+    def paused(self) -> contextlib.AbstractContextManager[None]:
+        """Hold every line (and the panel) while the block runs; print what was held after."""
+        ...
 
 
 class PlainProgress(LinePrinter):
@@ -79,6 +85,10 @@ class QuietProgress:
     def __init__(self, sink: Sink | None = None) -> None:
         self._sink = sink
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        yield
+
     def __enter__(self) -> QuietProgress:
         return self
 
@@ -96,55 +106,6 @@ class QuietProgress:
 
     def on_progress(self, snapshot: ProgressSnapshot) -> None:
         pass
-
-
-def _seconds(value: float) -> str:
-    value = max(0.0, value)
-    if value < 90:
-        return f"{value:.0f}s"
-    if value < 5400:
-        return f"{value // 60:.0f}m{value % 60:02.0f}s"
-    return f"{value // 3600:.0f}h{(value % 3600) // 60:02.0f}m"
-
-
-def render_panel(
-    snapshot: ProgressSnapshot | None, completed_rate: float, *, title: str = "azrun"
-) -> RenderableType:
-    """The live panel for one snapshot (a pure function, so tests can render it)."""
-    from rich.box import ASCII2
-    from rich.panel import Panel
-    from rich.table import Table
-    from rich.text import Text
-
-    if snapshot is None:
-        return Panel(Text("selecting targets ...", style="dim"), title=title, title_align="left", box=ASCII2)
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column()
-    counts = Text()
-    for state in TargetState:
-        n = snapshot.counts.get(state.value, 0)
-        if n:
-            counts.append(f"{state.value} {n}", style=_STATE_STYLE.get(state.value, ""))
-            counts.append("   ")
-    grid.add_row(counts)
-    eta = _seconds(snapshot.eta_s) if snapshot.eta_s is not None else "-"
-    grid.add_row(Text(
-        f"{snapshot.finished}/{snapshot.total} done | {snapshot.dispatch_rate_per_s:.1f} dispatched/s | "
-        f"{completed_rate:.1f} completed/s | ETA {eta} | elapsed {_seconds(snapshot.elapsed_s)}"
-    ))  # fmt: skip
-    metrics = snapshot.throttle
-    wait_s = float(getattr(metrics, "wait_s", 0.0) or 0.0)
-    throttled = max(snapshot.throttled_429, int(getattr(metrics, "throttled_429", 0) or 0))
-    grid.add_row(Text(
-        f"ARM requests {snapshot.arm_requests} | 429s {throttled} | throttle waits {wait_s:.1f}s | "
-        f"polls queued {snapshot.polls_queued}", style="yellow" if throttled or wait_s >= 1 else "dim",
-    ))  # fmt: skip
-    if snapshot.slowest:
-        slow = " | ".join(f"{name} {_seconds(secs)}" for name, secs in snapshot.slowest[:3])
-        grid.add_row(Text(f"slowest: {slow}", style="dim"))
-    if snapshot.stopped_reason:
-        grid.add_row(Text(f"dispatch stopped: {snapshot.stopped_reason}", style="bold yellow"))
-    return Panel(grid, title=f"{title} run {snapshot.run_id}", title_align="left", box=ASCII2)
 
 
 class LiveProgress:
@@ -176,8 +137,9 @@ class LiveProgress:
         self._states: dict[str, str] = {}  # resource id -> last state seen in on_target
         self._names: dict[str, str] = {}  # target name -> last state seen
         self._moves: list[tuple[str, str]] = []  # (from, to) state changes since the last snapshot
-        self._finished: deque[tuple[float, int]] = deque()
+        self._math = PanelMath()
         self._live: Live | None = None
+        self._held: list[Callable[[], None]] | None = None  # lines held while a question is asked
 
     def __enter__(self) -> LiveProgress:
         from rich.live import Live
@@ -199,8 +161,34 @@ class LiveProgress:
     def __rich__(self) -> RenderableType:
         with self._lock:
             snapshot = self._current()
-            rate = self._completed_rate()
-        return render_panel(snapshot, rate, title=self._title)
+            figures = self._math.figures(snapshot) if snapshot is not None else None
+        return render_panel(snapshot, figures, title=self._title)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The panel goes and lines are held while the block runs (the Ctrl-C question), then the
+        held lines print and the panel comes back."""
+        with self._lock:
+            self._held = []
+        live = self._live
+        if live is not None:
+            live.stop()
+        try:
+            yield
+        finally:
+            with self._lock:
+                held, self._held = self._held or [], None
+            if live is not None and self._live is live:
+                live.start()
+            for emit in held:
+                emit()
+
+    def _emit(self, emit: Callable[[], None]) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.append(emit)
+                return
+        emit()
 
     def _current(self) -> ProgressSnapshot | None:
         """The last snapshot with the state changes seen since applied, so the panel never lags
@@ -219,19 +207,14 @@ class LiveProgress:
         return replace(snap, counts=counts, slowest=tuple(s for s in snap.slowest if s[0] not in done))
 
     def _completed_rate(self) -> float:
-        if len(self._finished) < 2:
-            snap = self._snapshot
-            return snap.finished / snap.elapsed_s if snap is not None and snap.elapsed_s > 0 else 0.0
-        (t0, f0), (t1, f1) = self._finished[0], self._finished[-1]
-        return (f1 - f0) / (t1 - t0) if t1 > t0 else 0.0
+        snap = self._snapshot
+        return self._math.completed_rate(snap) if snap is not None else 0.0
 
     def on_progress(self, snapshot: ProgressSnapshot) -> None:
         with self._lock:
             self._snapshot = snapshot
             self._moves.clear()
-            self._finished.append((snapshot.elapsed_s, snapshot.finished))
-            while self._finished and snapshot.elapsed_s - self._finished[0][0] > _RATE_WINDOW_S:
-                self._finished.popleft()
+            self._math.add(snapshot)
 
     def on_target(self, result: TargetResult) -> None:
         state = result.state
@@ -249,15 +232,17 @@ class LiveProgress:
         line = Text(f"{datetime.now():%H:%M:%S} {result.target.name:<24} ")
         line.append(state.value, style=_STATE_STYLE.get(state.value, ""))
         if state.terminal:
-            if result.exit_code is not None:
-                line.append(f" exit={result.exit_code}")
+            code = known_exit_code(state, result.exit_code)
+            if code is not None:
+                line.append(f" exit={code}")
             if state is not TargetState.SUCCEEDED and result.message:
                 line.append(" " + " ".join(result.message.split())[:100])
-        self._console.print(line, highlight=False, soft_wrap=True)
+        self._emit(lambda: self._console.print(line, highlight=False, soft_wrap=True))
 
     def on_line(self, target: Target, stream: str, line: str) -> None:
-        if self._sink is not None:
-            self._sink(target, stream, line)
+        sink = self._sink
+        if sink is not None:
+            self._emit(lambda: sink(target, stream, line))
 
 
 def _is_tty(stream: TextIO) -> bool:
@@ -275,11 +260,13 @@ def make_display(
     live: bool | None = None,
     err: TextIO | None = None,
     title: str = "azrun",
+    lines_to: TextIO | None = None,
 ) -> Display:
     """The display for ``--output-mode`` ``mode`` and the flags.
 
     ``live=None`` picks the rich panel when ``err`` (default stderr) is a terminal and neither
-    ``--quiet`` nor ``--debug`` (whose log lines would tear the panel) is on.
+    ``--quiet`` nor ``--debug`` (whose log lines would tear the panel) is on. ``lines_to``: where
+    output lines go (default stdout; stderr when stdout carries a machine-readable result).
     """
     from azrun.cli._print import OutputMode, make_sink
 
@@ -291,7 +278,7 @@ def make_display(
             hint="e.g. --output-mode summary",
         ) from exc
     stream = err if err is not None else sys.stderr
-    sink = make_sink(chosen, color=False if colors_disabled() else None)
+    sink = make_sink(chosen, lines_to, color=False if colors_disabled() else None)
     if quiet:
         return QuietProgress(sink if chosen is OutputMode.JSON else None)
     if live is None:
@@ -313,6 +300,6 @@ def make_display(
 
 
 def _debugging() -> bool:
-    from azrun.cli._run_view import root_flag
+    from azrun.cli._globals import current
 
-    return root_flag("debug")
+    return current().debug

@@ -81,6 +81,9 @@ def read_script(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read --script {path}: {exc.strerror}", hint="check the path") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--script {path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                          hint="save it as UTF-8 (PowerShell: Set-Content -Encoding utf8)") from exc
 
 
 def script_source(

@@ -8,13 +8,15 @@ the non-TTY view.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TextIO
 
+from azrun.cli._panel import PanelMath
 from azrun.fleet import ProgressSnapshot
 from azrun.models import FleetResult, Target, TargetResult, TargetState
 
@@ -26,7 +28,6 @@ __all__ = [
     "render_runs",
     "render_summary",
     "render_targets",
-    "root_flag",
 ]
 
 _STATE_COLOR = {
@@ -43,21 +44,11 @@ def parse_duration(text: str, *, flag: str) -> float:
     return parse(text, what=flag)
 
 
-def root_flag(name: str) -> bool:
-    """A boolean option of the root command (``azrun --no-color ...``), False outside a command.
-
-    Read from the running click context rather than stored in a global, so in-process callers
-    (tests calling :func:`azrun.cli.main` repeatedly) never leak one invocation's flags.
-    """
-    from typer._click.globals import get_current_context
-
-    ctx = get_current_context(silent=True)
-    return bool(ctx is not None and ctx.find_root().params.get(name))
-
-
 def colors_disabled() -> bool:
-    """``NO_COLOR`` (https://no-color.org) or ``azrun --no-color``."""
-    return bool(os.environ.get("NO_COLOR")) or root_flag("no_color")
+    """``NO_COLOR`` (https://no-color.org) or ``--no-color`` (before or after the command)."""
+    from azrun.cli._globals import current
+
+    return bool(os.environ.get("NO_COLOR")) or current().no_color
 
 
 def color_for(stream: TextIO) -> bool:
@@ -98,15 +89,40 @@ class LinePrinter:
         self._every = progress_every_s
         self._last_progress = 0.0
         self._lock = threading.Lock()
+        self._held: list[Callable[[], None]] | None = None
+        self._math = PanelMath()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold every line while the block runs (the Ctrl-C question), then print them."""
+        with self._lock:
+            self._held = []
+        try:
+            yield
+        finally:
+            with self._lock:
+                held, self._held = self._held or [], None
+            for emit in held:
+                emit()
+
+    def _emit(self, emit: Callable[[], None]) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.append(emit)
+                return
+        emit()
 
     def _out(self) -> TextIO:
         return self._err if self._err is not None else sys.stderr
 
     def _write(self, text: str) -> None:
         out = self._out()
-        with self._lock:
+
+        def write() -> None:
             out.write(text + "\n")
             out.flush()
+
+        self._emit(write)
 
     def on_target(self, result: TargetResult) -> None:
         state = result.state
@@ -117,24 +133,28 @@ class LinePrinter:
         color = color_for(self._out())
         line = f"{datetime.now().strftime('%H:%M:%S')} {result.target.name:<24} {_paint(state.value, _STATE_COLOR.get(state), color)}"
         if state.terminal:
-            exit_part = f" exit={result.exit_code}" if result.exit_code is not None else ""
+            code = result.exit_code if state in (TargetState.SUCCEEDED, TargetState.FAILED) else None
+            exit_part = f" exit={code}" if code is not None else ""
             detail = "" if state is TargetState.SUCCEEDED else f" {_one_line(result.message)}"
             line += f"{exit_part}{detail}"
         self._write(line)
 
     def on_line(self, target: Target, stream: str, line: str) -> None:
-        if callable(self._sink):
-            self._sink(target, stream, line)
+        sink = self._sink
+        if callable(sink):
+            self._emit(lambda: sink(target, stream, line))
 
     def on_progress(self, snapshot: ProgressSnapshot) -> None:
+        self._math.add(snapshot)
         if snapshot.elapsed_s - self._last_progress < self._every:
             return
         self._last_progress = snapshot.elapsed_s
-        done, total = snapshot.finished, snapshot.total
-        eta = f", eta {snapshot.eta_s:.0f}s" if snapshot.eta_s is not None else ""
+        fig = self._math.figures(snapshot)
+        eta = f", eta {fig.eta_s:.0f}s" if fig.eta_s is not None else ""
+        skipped = f" ({fig.skipped} skipped)" if fig.skipped else ""
         self._write(
-            f"... {done}/{total} done, {snapshot.counts.get('Running', 0)} running, "
-            f"{snapshot.dispatch_rate_per_s:.1f} dispatched/s, {snapshot.arm_requests} ARM requests{eta}"
+            f"... {fig.done}/{fig.to_run} done{skipped}, {snapshot.counts.get('Running', 0)} running, "
+            f"{fig.dispatch_rate:.1f} dispatched/s, {snapshot.arm_requests} ARM requests{eta}"
         )
 
 
@@ -164,7 +184,8 @@ def _table(rows: Sequence[TargetResult], *, color: bool) -> str:
     out = [head]
     for r in rows:
         state = _paint(f"{r.state.value:<14}", _STATE_COLOR.get(r.state), color)
-        exit_code = "" if r.exit_code is None else str(r.exit_code)
+        known = r.exit_code if r.state in (TargetState.SUCCEEDED, TargetState.FAILED) else None
+        exit_code = "" if known is None else str(known)
         out.append(f"{r.target.name:<28} {state} {exit_code:>5} {_duration(r):>6}  {_one_line(r.message, 80)}")
     return "\n".join(out)
 

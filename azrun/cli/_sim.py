@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from azrun.cli import app
-
 sim_app = typer.Typer(help="The local Azure: an ARM + IMDS simulator with Azurite for blobs.", no_args_is_help=True,
                       epilog="Example: azrun sim up --fleet azrun/sim/fleets/demo.toml")
-app.add_typer(sim_app, name="sim")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sim_app, name="sim")
 
 
 @sim_app.command("up", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -6,9 +6,9 @@ Output:
   location, OS, power, tags; subscription too when there are several); machines that matched
   but are not running are listed with the reason they will be skipped; with ``--explain`` a
   second table lists every machine in scope that the filters left out, and why.
-* ``--output json`` / ``jsonl``: one JSON object per line on stdout: ``Target.to_dict()`` plus
-  ``"status"`` (``selected`` | ``skipped`` | ``not-selected``) and, for the last two,
-  ``"reason"``. Summaries go to stderr so stdout stays machine-readable.
+* ``-o json`` (one JSON array), ``jsonl`` (one object per line), ``yaml``, ``tsv``, ``--query``:
+  ``Target.to_dict()`` plus ``"status"`` (``selected`` | ``skipped`` | ``not-selected``) and, for
+  the last two, ``"reason"``. Summaries go to stderr so stdout stays machine-readable.
 
 The last lines are counts by kind and power state and the number of ARM requests used. A
 selector that matches nothing is not an error here (exit 0, with a message naming the selector
@@ -17,13 +17,13 @@ and subscriptions); ``azrun run`` refuses to run on nothing.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 
-from azrun.cli import app
+from azrun.cli._format import camel_keys, emit
+from azrun.cli._globals import current, with_global_options
 from azrun.cli._options import (
     AllOpt,
     AllSubscriptionsOpt,
@@ -31,8 +31,6 @@ from azrun.cli._options import (
     IncludeStoppedOpt,
     NameOpt,
     OsOpt,
-    OutputFormat,
-    OutputOpt,
     ResourceGroupOpt,
     SubscriptionOpt,
     TagOpt,
@@ -54,7 +52,10 @@ ExplainOpt = Annotated[
 ]
 
 
-@app.command("targets")
+def register(app: typer.Typer) -> None:
+    app.command("targets")(with_global_options(targets_command))
+
+
 def targets_command(
     tag: TagOpt = None,
     exclude_tag: ExcludeTagOpt = None,
@@ -65,7 +66,6 @@ def targets_command(
     os: OsOpt = None,
     include_stopped: IncludeStoppedOpt = False,
     all_: AllOpt = False,
-    output: OutputOpt = OutputFormat.TABLE,
     explain: ExplainOpt = False,
 ) -> None:
     """List the machines a selector picks: kind, power state, tags, and why any are skipped.
@@ -74,6 +74,7 @@ def targets_command(
       azrun targets --tag env=prod --tag role=web
       azrun targets -g rg-web --name 'vm-web-*' --explain
       azrun targets --all --all-subscriptions -o json
+      azrun targets --tag role=web --query "[?os=='Windows'].name" -o tsv
     """
     import asyncio
 
@@ -81,13 +82,16 @@ def targets_command(
         tag=tag, exclude_tag=exclude_tag, subscription=subscription, all_subscriptions=all_subscriptions,
         resource_group=resource_group, name=name, os=os, include_stopped=include_stopped, select_all=all_,
     )
+    options = current()
     selection = asyncio.run(_resolve(selector, explain=explain))
-    if output.machine_readable:
-        write_json_lines(selection, sys.stdout)
-        write_summary(selection, sys.stderr)
+    if options.output.machine_readable or options.query:
+        emit(json_records(selection), options.output, sys.stdout, query=options.query, color=not options.colors_off)
+        if options.notes:
+            write_summary(selection, sys.stderr)
     else:
         write_table(selection, sys.stdout)
-        write_summary(selection, sys.stdout)
+        if options.notes:
+            write_summary(selection, sys.stdout)
 
 
 async def _resolve(selector: Selector, *, explain: bool) -> Selection:
@@ -106,21 +110,15 @@ async def _resolve(selector: Selector, *, explain: bool) -> Selection:
 
 # ----------------------------------------------------------------------------- rendering
 def json_records(selection: Selection) -> list[dict[str, Any]]:
-    """The JSON-lines records, selected first, then skipped, then not selected."""
+    """The records (camelCase keys), selected first, then skipped, then not selected."""
     records = [{"status": "selected", **_target_dict(t)} for t in selection.targets]
     records += [{"status": "skipped", "reason": s.reason, **_target_dict(s.target)} for s in selection.skipped]
     records += [{"status": "not-selected", "reason": n.reason, **n.to_dict()} for n in selection.not_selected]
-    return records
+    return [camel_keys(r) for r in records]
 
 
 def _target_dict(t: Target) -> dict[str, Any]:
     return {**t.to_dict(), "vmName": t.vm_name}
-
-
-def write_json_lines(selection: Selection, out: TextIO) -> None:
-    for record in json_records(selection):
-        out.write(json.dumps(record, sort_keys=False) + "\n")
-    out.flush()
 
 
 def _tags_text(t: Target) -> str:

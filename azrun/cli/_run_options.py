@@ -1,0 +1,94 @@
+"""The options of the run commands (``run``, ``plan``, ``resume``, ``rerun``, ``cancel``,
+``cleanup``, ``status``), declared once as ``Annotated`` aliases.
+
+``-f`` means a file everywhere (``--script``), as in az; ``logs`` follows with ``--follow`` (long
+form only). Global options (``-o``, ``--query``, ``-q``, ``-v``, ...) come from
+:mod:`azrun.cli._globals`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+SRC = "Script"
+PARAMS = "Parameters and identity"
+FLEET = "Fleet behaviour"
+OUT = "Output and state"
+
+ScriptOpt = Annotated[Path | None, typer.Option(
+    "--script", "-f", metavar="FILE", rich_help_panel=SRC,
+    help="Script file for every selected machine (checked against each machine's OS), or a run manifest "
+    "FILE.azrun.toml naming a script per OS ([scripts] linux = ..., windows = ...).")]
+ScriptLinuxOpt = Annotated[Path | None, typer.Option(
+    "--script-linux", metavar="FILE", rich_help_panel=SRC,
+    help="Script for the Linux machines; with no --script-windows, Windows machines are skipped.")]
+ScriptWindowsOpt = Annotated[Path | None, typer.Option(
+    "--script-windows", metavar="FILE", rich_help_panel=SRC,
+    help="Script for the Windows machines; with no --script-linux, Linux machines are skipped.")]
+CommandOpt = Annotated[str | None, typer.Option(
+    "--command", "-c", metavar="TEXT", rich_help_panel=SRC, help="Inline script text.")]
+ScriptUriOpt = Annotated[str | None, typer.Option(
+    "--script-uri", metavar="URL", rich_help_panel=SRC,
+    help="Script downloaded by the VM (public, SAS, or with --script-uri-identity).")]
+ScriptUriIdentityOpt = Annotated[str | None, typer.Option(
+    "--script-uri-identity", metavar="system|CLIENT_ID", rich_help_panel=SRC,
+    help="Managed identity the VM uses to download --script-uri.")]
+CommandIdOpt = Annotated[str | None, typer.Option(
+    "--command-id", metavar="ID", rich_help_panel=SRC,
+    help="A built-in command (RunShellScript, RunPowerShellScript, ...).")]
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", "-p", metavar="NAME=VALUE", rich_help_panel=PARAMS,
+    help="Script parameter (repeatable; never for secrets).")]
+ParamFileOpt = Annotated[Path | None, typer.Option(
+    "--param-file", metavar="FILE", rich_help_panel=PARAMS, help="TOML file of name = value (secret or not).")]
+ProtectedOpt = Annotated[list[str] | None, typer.Option(
+    "--protected-param", metavar="NAME", rich_help_panel=PARAMS,
+    help="Send NAME as a protected parameter; value from AZRUN_PARAM_<NAME>, --param-file or a prompt.")]
+RunAsOpt = Annotated[str | None, typer.Option(
+    "--run-as", metavar="USER", rich_help_panel=PARAMS, help="Run the script as this user.")]
+PasswordEnvOpt = Annotated[str | None, typer.Option(
+    "--run-as-password-env", metavar="VAR", rich_help_panel=PARAMS,
+    help="Environment variable holding the run-as password.")]
+PasswordFileOpt = Annotated[Path | None, typer.Option(
+    "--run-as-password-file", metavar="FILE", rich_help_panel=PARAMS, help="File holding the run-as password.")]
+AskPasswordOpt = Annotated[bool, typer.Option(
+    "--ask-run-as-password", rich_help_panel=PARAMS, help="Prompt for the run-as password.")]
+TimeoutOpt = Annotated[str | None, typer.Option(
+    "--timeout", metavar="DURATION", rich_help_panel=FLEET,
+    help="Per-target script timeout (timeoutInSeconds): 90s, 10m, 2h. Default 1h.")]
+SyncOpt = Annotated[bool, typer.Option(
+    "--sync", rich_help_panel=FLEET,
+    help="asyncExecution=false (the PUT waits for the script; only for short scripts).")]
+ConcurrencyOpt = Annotated[str | None, typer.Option(
+    "--max-concurrency", metavar="N|N%", rich_help_panel=FLEET, help="Targets in flight at once (default 50).")]
+ErrorsOpt = Annotated[str | None, typer.Option(
+    "--max-errors", metavar="N|N%", rich_help_panel=FLEET,
+    help="Stop dispatching once errors exceed this (default 0).")]
+CanaryOpt = Annotated[int, typer.Option(
+    "--canary", metavar="N", rich_help_panel=FLEET, help="Run on N targets first; continue only if all succeed.")]
+KeepOpt = Annotated[bool, typer.Option(
+    "--keep", rich_help_panel=FLEET,
+    help="Keep the run command resources (default: delete each once finished).")]
+GraceOpt = Annotated[str | None, typer.Option(
+    "--watchdog-grace", metavar="DURATION", rich_help_panel=FLEET,
+    help="A target still Running timeout+grace after dispatch is canceled as TimedOut (default max(60s, 10%)).")]
+DryRunOpt = Annotated[bool, typer.Option(
+    "--dry-run", rich_help_panel=FLEET, help="Show the plan (as 'azrun plan') and dispatch nothing.")]
+OutputModeOpt = Annotated[str, typer.Option(
+    "--output-mode", metavar="stream|summary|quiet|json", rich_help_panel=OUT,
+    help="How targets' output lines are shown while the run goes (on stderr when -o is not table).")]
+ContainerOpt = Annotated[str | None, typer.Option(
+    "--output-container", metavar="URL", rich_help_panel=OUT,
+    help="Blob container for full output (AZRUN_OUTPUT_CONTAINER).")]
+AccountOpt = Annotated[str | None, typer.Option(
+    "--storage-account", metavar="NAME", rich_help_panel=OUT,
+    help="Storage account for output (container azrun-output).")]
+BlobIdentityOpt = Annotated[str | None, typer.Option(
+    "--blob-identity", metavar="system|CLIENT_ID", rich_help_panel=OUT,
+    help="VMs write output with this managed identity instead of a SAS.")]
+StateDirOpt = Annotated[Path | None, typer.Option(
+    "--state-dir", metavar="DIR", rich_help_panel=OUT,
+    help="Where the ledger lives (AZRUN_STATE_DIR; default $XDG_STATE_HOME/azrun).")]
