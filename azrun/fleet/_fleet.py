@@ -30,6 +30,7 @@ from azrun.fleet._runner import Runner
 from azrun.fleet._spec import check_same_spec
 from azrun.fleet._work import Work, works_for
 from azrun.models import FleetResult, RunId, RunSpec, SkippedTarget, Target, TargetState
+from azrun.redact import secret_fingerprints
 from azrun.runcommand import RunCommandClient, new_run_id, run_command_name
 
 if TYPE_CHECKING:
@@ -240,7 +241,8 @@ class Fleet:
         self.ledger.create_run(
             rid, spec=spec, targets=chosen, skipped=skipped, selector=selector,
             options={"fleet": opts.to_dict(), "run_command_name": name,
-                     "password": bool(spec.run_as_password), **dict(record or {})},
+                     "password": bool(spec.run_as_password), **dict(record or {}),
+                     **secret_fingerprints(spec)},
         )  # fmt: skip
         works = works_for(chosen, name)
         works += [Work(target=s.target, seq=len(works) + i, run_command_name=name, state=TargetState.SKIPPED,

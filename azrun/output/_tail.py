@@ -28,9 +28,13 @@ lines are flushed, and the instance view's ``output``/``error`` (its last 4 KB) 
 the end of the blob. A blob that does not (yet) hold the instance view's tail is re-read for up
 to ``settle_s`` (bytes written at the last moment). Then, if the blob is empty or missing while
 the instance view has output, the upload failed on the VM: azrun says so and falls back to the
-instance view's text (printed through the sink too), flagged truncated; if it has bytes but not
-the instance view's tail, a notice says its end is missing, and the result is flagged truncated
-with its last lines taken from the instance view.
+instance view's text (printed through the sink too), flagged truncated. If it has bytes but not
+the instance view's tail, the VM's last append failed (the handler ignores that error, and it
+never reaches the instance view): the end of the blob is spliced onto the instance view's text
+(:func:`~azrun.output._lines.splice_tail`: where the blob's end overlaps it, the lines that follow
+are exactly the lost ones; where they do not overlap, more than 4 KB was lost and the marker says
+so), a marker line (:data:`MARKER_STREAM`) precedes the recovered lines, and the result is
+flagged truncated (the blob is short) with its last lines including the recovered ones.
 """
 
 from __future__ import annotations
@@ -44,11 +48,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from azrun.models import OutputRef, Target
-from azrun.output._lines import LineSplitter, TailLines, split_text
+from azrun.output._lines import LineSplitter, TailLines, contains_tail, splice_tail, split_text
 from azrun.output._store import STREAMS, Chunk, OutputStore, blob_name
 from azrun.redact import redact
 
-__all__ = ["Notice", "Sink", "TailStats", "Tailer"]
+__all__ = ["MARKER_STREAM", "Notice", "Sink", "TailStats", "Tailer"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -56,6 +60,9 @@ _LOG = logging.getLogger(__name__)
 Sink = Callable[[Target, str, str], None]
 #: ``notice(target, text)``: something the user should be told once (upload failed, ...).
 Notice = Callable[[Target, str], None]
+#: The sink's ``stream`` for azrun's own marker lines among a target's output ("the lines below
+#: come from the instance view"); printers show it apart from stdout and stderr.
+MARKER_STREAM = "azrun"
 
 _RAW_TAIL_BYTES = 16 * 1024
 #: Without a sink only the last lines are needed: completion reads at most this much of a blob.
@@ -351,41 +358,54 @@ class Tailer:
                 self._sink(target, st.kind, line)
 
     async def _finish_stream(self, tail: _Tail, st: _Stream, iv_text: str) -> bool:
-        """Final read + flush + instance-view cross-check; True when the result is truncated."""
+        """Final read + flush + instance-view cross-check; True when the blob lacks output."""
         if self._sink is None and st.offset == 0 and not st.seen:
             await self._skip_to_window(st)
         ok = await self._final_drain(tail, st)
         deadline = self._clock() + self._settle_s
-        while ok and iv_text and not _contains_tail(st.raw_tail, iv_text):
+        while ok and iv_text and not contains_tail(bytes(st.raw_tail), iv_text):
             if self._clock() >= deadline:
                 break
             await self._sleep(0.25)
             ok = await self._final_drain(tail, st)
-        self._emit(tail.target, st, st.splitter.flush())
-        if not iv_text:
+        name = tail.target.name
+        if not iv_text or (st.offset and contains_tail(bytes(st.raw_tail), iv_text)):
+            self._emit(tail.target, st, st.splitter.flush())
             return False
         if st.offset == 0:
             why = "the blob is missing" if not st.seen else "the blob is empty"
             if not ok:
                 why = "the blob could not be read"
-            self._notice(
-                tail.target,
-                f"{tail.target.name}: {st.kind} did not reach {st.url} ({why}; did the upload fail on the VM?): "
-                "showing the instance view's last 4 KB, which may be truncated",
-            )
-            lines = split_text(iv_text.encode("utf-8"))
-            self._emit(tail.target, st, lines)
+            self._mark(
+                tail, f"{name}: {st.kind} did not reach {st.url} ({why}; did the upload fail on the VM?): "
+                "the instance view's last 4 KB follow, which may be truncated",
+            )  # fmt: skip
+            self._emit(tail.target, st, split_text(iv_text.encode("utf-8")))
             return True
-        if not _contains_tail(st.raw_tail, iv_text):
-            self._notice(
-                tail.target,
-                f"{tail.target.name}: {st.url} lacks the end of the {st.kind} the instance view shows "
-                "(the VM's last upload may have failed); its last lines come from the instance view",
-            )
-            st.tail.clear()
-            st.tail.extend(split_text(iv_text.encode("utf-8")))
-            return True
-        return False
+        missing, joined = splice_tail(bytes(st.raw_tail), iv_text)
+        if joined:
+            lines = [*st.splitter.feed(missing), *st.splitter.flush()]
+            self._mark(
+                tail, f"{name}: the VM's last upload of {st.kind} failed ({st.url} stops at byte {st.offset}): "
+                f"the {len(lines)} line(s) below come from the instance view",
+            )  # fmt: skip
+        else:
+            self._emit(tail.target, st, st.splitter.flush())
+            lines = split_text(missing)
+            self._mark(
+                tail, f"{name}: the VM's last uploads of {st.kind} failed and more than the instance view's "
+                f"4 KB is missing ({st.url} stops at byte {st.offset}): its last 4 KB follow; lines between are lost",
+            )  # fmt: skip
+        self._emit(tail.target, st, lines)
+        return True
+
+    def _mark(self, tail: _Tail, text: str) -> None:
+        """A marker before lines that do not come from the blob: a :data:`MARKER_STREAM` line
+        through the sink (so it stays in order with them), or a notice without a sink."""
+        if self._sink is not None:
+            self._sink(tail.target, MARKER_STREAM, f"--- {text} ---")
+        else:
+            self._notice(tail.target, text)
 
     async def _final_drain(self, tail: _Tail, st: _Stream) -> bool:
         """Drain with a few retries; False when the blob could not be read at all."""
@@ -402,15 +422,6 @@ class Tailer:
                     return False
                 await self._sleep(0.2 * (attempt + 1))
         return False
-
-
-def _contains_tail(raw_tail: bytearray, iv_text: str) -> bool:
-    """Does the blob's end hold the instance view's text (its last 4 KB, maybe cut mid-character)?"""
-    want = iv_text.lstrip("\ufffd").strip()
-    if not want:
-        return True
-    have = bytes(raw_tail).decode("utf-8", errors="replace")
-    return want in have
 
 
 async def _stop(tail: _Tail) -> None:
