@@ -12,9 +12,17 @@ store's own storage bucket; ARM's budget is untouched.
 Polling is adaptive per stream: right after new bytes the next poll comes ``min_interval_s``
 later; each empty poll multiplies the interval by ``backoff`` up to ``max_interval_s``. A quiet
 stderr therefore costs little while stdout streams. Each wait is jittered by +-``jitter`` (10 %)
-so that targets added together do not poll the account in lock-step. At most ``max_tailed`` targets are tailed at
-once (in the order they were added); the others wait for a slot, and any target still waiting
-when it completes is read whole by :meth:`Tailer.complete` and printed then.
+so that targets added together do not poll the account in lock-step.
+
+Every target streams live, within a storage request budget (``poll_budget_rps``, 100 polls/s by
+default, half of the store's own 200 requests/s bucket so creating blobs and final reads keep
+room). The demand is the sum over live streams of 1 / interval; while it is above the budget,
+every interval is stretched by ``demand / budget`` (:attr:`Tailer.stretch`), so the total stays
+at the budget however many targets run: 250 idle targets (2 streams every 5 s) fit unstretched,
+1,000 idle ones are polled every 20 s. The first stretch is said once through ``notice`` (how
+many targets, the factor, the slowest poll); :attr:`TailStats.max_stretch` records the largest.
+``max_tailed`` (default: none) still caps live targets when a caller asks; targets beyond it wait
+for a slot, are said once through ``notice``, and print whole at completion.
 
 Re-created blobs: the guest agent creates-or-replaces each blob before it starts the script, so
 a blob may be replaced under the reader. A creation time different from the one seen before, or
@@ -79,6 +87,8 @@ class TailStats:
     restarts: int = 0
     errors: int = 0
     lines: int = 0
+    max_stretch: float = 1.0  # the largest interval stretch the request budget needed
+    waited: int = 0  # targets that waited for a live slot (only with max_tailed)
 
 
 @dataclass
@@ -91,8 +101,9 @@ class _Stream:
     emitted: bool = False
     seen: bool = False  # the blob existed at some read
     skip_fragment: bool = False  # reading starts mid-blob: the first line is a fragment
-    interval: float = 0.0
+    interval: float = 0.0  # unstretched
     due: float = 0.0
+    live: bool = False  # counted in the tailer's demand
     splitter: LineSplitter = field(default_factory=LineSplitter)
     tail: TailLines = field(default_factory=TailLines)
     raw_tail: bytearray = field(default_factory=bytearray)
@@ -116,7 +127,8 @@ class Tailer:
         sink: called with each complete line, in order per target and stream; None (summary and
             quiet modes) prints nothing, tails nothing live, and reads only the end of each blob
             at completion (for the last lines; byte counts are still exact).
-        max_tailed: targets tailed live at once; the rest wait for a free slot.
+        max_tailed: targets tailed live at once (None: every one); the rest wait for a free slot.
+        poll_budget_rps: live polls per second across every target; intervals stretch to fit.
         clock: monotonic seconds (injected in tests).
         min_interval_s / max_interval_s: poll interval bounds per stream.
         backoff: factor the interval grows by after an empty poll.
@@ -132,7 +144,8 @@ class Tailer:
         run_id: str,
         sink: Sink | None,
         *,
-        max_tailed: int = 50,
+        max_tailed: int | None = None,
+        poll_budget_rps: float = 100.0,
         clock: Callable[[], float] = time.monotonic,
         min_interval_s: float = 0.5,
         max_interval_s: float = 5.0,
@@ -145,13 +158,21 @@ class Tailer:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not (
-            max_tailed >= 0 and 0 < min_interval_s <= max_interval_s and backoff >= 1 and 0 <= jitter < 1
+            (max_tailed is None or max_tailed >= 0)
+            and 0 < min_interval_s <= max_interval_s
+            and backoff >= 1
+            and 0 <= jitter < 1
+            and poll_budget_rps > 0
         ):
             raise ValueError("bad tailer settings")
         self._store = store
         self._run_id = run_id
         self._sink = sink
         self._max_tailed = max_tailed
+        self._budget = poll_budget_rps
+        self._demand = 0.0  # polls/s the live streams would make unstretched
+        self._stretch_told = False
+        self._wait_told = False
         self._clock = clock
         self._min = min_interval_s
         self._max = max_interval_s
@@ -175,6 +196,11 @@ class Tailer:
         return f"Tailer(run={self._run_id!r}, tailed={self.tailed}, waiting={self.waiting})"
 
     @property
+    def stretch(self) -> float:
+        """How much every poll interval is stretched to stay within ``poll_budget_rps`` (>= 1)."""
+        return max(1.0, self._demand / self._budget)
+
+    @property
     def tailed(self) -> int:
         """Targets tailed live right now."""
         return len(self._active)
@@ -194,10 +220,17 @@ class Tailer:
         self._tails[key] = tail
         if self._sink is None:
             return  # nothing to show live: completion reads what the results need
-        if self.tailed < self._max_tailed:
+        if self._max_tailed is None or self.tailed < self._max_tailed:
             self._start(tail)
-        else:
-            self._waiting[key] = tail
+            return
+        self._waiting[key] = tail
+        self.stats.waited += 1
+        if not self._wait_told:
+            self._wait_told = True
+            self._notice(
+                target, f"more than {self._max_tailed} targets are running: {target.name} and later ones "
+                "wait for a live slot (max_tailed); their output prints when they finish",
+            )  # fmt: skip
 
     async def complete(self, target: Target, *, iv_output: str, iv_error: str) -> tuple[OutputRef, str, str]:
         """Read ``target``'s blobs to the end and cross-check them with the instance view.
@@ -211,6 +244,7 @@ class Tailer:
         self._waiting.pop(key, None)
         self._active.discard(key)
         await _stop(tail)
+        self._forget(tail)
         self._promote()
         async with tail.lock:
             out, err = tail.streams
@@ -233,6 +267,7 @@ class Tailer:
         self._active.clear()
         for tail in tails:
             await _stop(tail)
+            self._forget(tail)
 
     # -- internals ------------------------------------------------------------------------------
     def _new_tail(self, target: Target) -> _Tail:
@@ -245,12 +280,25 @@ class Tailer:
     def _start(self, tail: _Tail) -> None:
         now = self._clock()
         for st in tail.streams:
-            st.interval, st.due = self._min, now
+            st.interval, st.due, st.live = self._min, now, True
+            self._demand += 1.0 / st.interval
         self._active.add(tail.target.resource_id.lower())
         tail.task = asyncio.create_task(self._loop(tail), name=f"azrun-tail-{tail.target.name}")
 
+    def _forget(self, tail: _Tail) -> None:
+        """Take a stopped target's streams out of the demand."""
+        for st in tail.streams:
+            if st.live:
+                st.live = False
+                self._demand = max(0.0, self._demand - 1.0 / st.interval)
+
+    def _retime(self, st: _Stream, interval: float) -> None:
+        if st.live:
+            self._demand += 1.0 / interval - 1.0 / st.interval
+        st.interval = interval
+
     def _promote(self) -> None:
-        while self._waiting and self.tailed < self._max_tailed:
+        while self._waiting and (self._max_tailed is None or self.tailed < self._max_tailed):
             key = next(iter(self._waiting))
             self._start(self._waiting.pop(key))
 
@@ -279,11 +327,21 @@ class Tailer:
         self.stats.polls += 1
         if got:
             self.stats.polls_with_data += 1
-            st.interval = self._min
+            self._retime(st, self._min)
         else:
-            st.interval = min(self._max, st.interval * self._backoff)
+            self._retime(st, min(self._max, st.interval * self._backoff))
+        stretch = self.stretch
+        if stretch > self.stats.max_stretch:
+            self.stats.max_stretch = stretch
+        if stretch > 1.0 and not self._stretch_told:
+            self._stretch_told = True
+            self._notice(
+                tail.target, f"{self.tailed} targets stream live: polls are spread out x{stretch:.1f} to stay "
+                f"within {self._budget:g} storage requests/s, so a line may take up to "
+                f"{self._max * stretch:.0f}s to show (all output still arrives)",
+            )  # fmt: skip
         spread = 1.0 + self._jitter * (2.0 * self._rng.random() - 1.0)
-        st.due = self._clock() + st.interval * spread
+        st.due = self._clock() + st.interval * stretch * spread
 
     async def _drain(self, tail: _Tail, st: _Stream) -> bool:
         """Read every new byte of one stream; True when there were some."""
