@@ -788,4 +788,5 @@ async def test_the_request_budget_stretches_polling_and_says_so(store: OutputSto
     await tailer.aclose()
     assert rate <= 10.0 * 1.3, rate  # within the budget (jitter aside)
     assert tailer.stats.max_stretch > 1.5 and len(notices) == 1 and "within 10 storage requests/s" in notices[0]
+    assert "polled only every 4s" in notices[0]  # 40 streams / 10 per second
     assert all(sink.lines[(t.name, "stdout")] == ["late line"] for t in targets)  # still live, just slower

@@ -19,8 +19,10 @@ default, half of the store's own 200 requests/s bucket so creating blobs and fin
 room). The demand is the sum over live streams of 1 / interval; while it is above the budget,
 every interval is stretched by ``demand / budget`` (:attr:`Tailer.stretch`), so the total stays
 at the budget however many targets run: 250 idle targets (2 streams every 5 s) fit unstretched,
-1,000 idle ones are polled every 20 s. The first stretch is said once through ``notice`` (how
-many targets, the factor, the slowest poll); :attr:`TailStats.max_stretch` records the largest.
+1,000 idle ones are polled every 20 s. Short bursts (many targets starting at once, each polled
+at ``min_interval_s`` at first) are stretched silently; when the targets are so many that even
+quiet streams cannot be polled every ``max_interval_s`` within the budget, that is said once
+through ``notice``. :attr:`TailStats.max_stretch` records the largest stretch.
 ``max_tailed`` (default: none) still caps live targets when a caller asks; targets beyond it wait
 for a slot, are said once through ``notice``, and print whole at completion.
 
@@ -333,12 +335,13 @@ class Tailer:
         stretch = self.stretch
         if stretch > self.stats.max_stretch:
             self.stats.max_stretch = stretch
-        if stretch > 1.0 and not self._stretch_told:
+        floor_s = 2 * self.tailed / self._budget  # every live stream at most this often
+        if floor_s > self._max and not self._stretch_told:
             self._stretch_told = True
             self._notice(
-                tail.target, f"{self.tailed} targets stream live: polls are spread out x{stretch:.1f} to stay "
-                f"within {self._budget:g} storage requests/s, so a line may take up to "
-                f"{self._max * stretch:.0f}s to show (all output still arrives)",
+                tail.target, f"{self.tailed} targets stream live: to stay within {self._budget:g} storage "
+                f"requests/s each is polled only every {floor_s:.0f}s or so while quiet, so a line may take "
+                "that long to show (all output still arrives)",
             )  # fmt: skip
         spread = 1.0 + self._jitter * (2.0 * self._rng.random() - 1.0)
         st.due = self._clock() + st.interval * stretch * spread
