@@ -38,7 +38,7 @@ def _vm(name: str, rg: str, **kw: Any) -> Target:
 
 
 def _client_id(identity: str) -> str:
-    from azrun.sim.fleet import load_fleet
+    from azrun.sim.fleetspec import load_fleet
 
     spec = load_fleet(Path(__file__).resolve().parents[1] / "azrun" / "sim" / "fleets" / "test.toml")
     ident = spec.identity(SUB1, identity)
