@@ -189,7 +189,11 @@ async def test_sas_mode_streams_live_and_logs_equal_what_was_streamed(
         == 0
     )
     logged = capsys.readouterr().out
-    assert logged == printed.getvalue()
+    # the same lines, each stream in order; logs tags stdout too and prints stdout before stderr
+    live = printed.getvalue().splitlines()
+    assert logged.splitlines() == [
+        line.replace("[vm-web-01] ", "[vm-web-01] (stdout) ", 1) for line in live if "(stderr)" not in line
+    ] + [line for line in live if "(stderr)" in line]
     # one target, one stream: the exact bytes
     assert (
         await asyncio.to_thread(main, ["logs", run_id, "--target", "vm-web-01", "--stderr"]) == 0

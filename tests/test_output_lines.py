@@ -152,3 +152,19 @@ def test_instance_view_output_flags_possible_truncation() -> None:
     full = "\ufffd" + "x" * 4094
     ref, out, _ = instance_view_output(full, "")
     assert ref.truncated and ref.stdout_url is None and out == full
+
+
+def test_splice_tail_joins_where_the_blob_end_overlaps_the_instance_view() -> None:
+    from azrun.output import splice_tail
+
+    full = "".join(f"line {i}\n" for i in range(1000)).encode()
+    iv = full[-4096:].decode()
+    assert splice_tail(full[:-100], iv) == (full[-100:], True)
+    assert splice_tail(full, iv) == (b"", True)  # nothing lost
+    missing, joined = splice_tail(full[:-5000], iv)  # more than 4 KB lost: no overlap
+    assert not joined and missing == full[-4096:]
+    # the instance view cut a character at its start (U+FFFD): the rest still joins
+    text = "".join(f"é{i}é\n" for i in range(1000)).encode()
+    iv_cut = text[-4095:].decode("utf-8", errors="replace")
+    assert iv_cut.startswith("\ufffd") and splice_tail(text[:-10], iv_cut) == (text[-10:], True)
+    assert splice_tail(b"early\n", "early\nlate\n") == (b"late\n", True)  # a short blob, all overlapping

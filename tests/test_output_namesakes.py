@@ -120,7 +120,7 @@ async def test_same_named_machines_keep_their_own_output(
     assert await asyncio.to_thread(main, ["logs", result.run_id, "--state-dir", str(tmp_path / "state")]) == 0
     logged = capsys.readouterr().out
     for rg in ("rg-a", "rg-b"):
-        assert f"[{rg}/vm-dup] {blobs[rg].decode().strip()}" in logged.splitlines()
+        assert f"[{rg}/vm-dup] (stdout) {blobs[rg].decode().strip()}" in logged.splitlines()
     # raw bytes need one machine: the name alone is ambiguous, rg/name is not
     args = ["logs", result.run_id, "--state-dir", str(tmp_path / "state"), "--stdout", "--target"]
     assert await asyncio.to_thread(main, [*args, "vm-dup"]) == 2

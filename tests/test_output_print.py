@@ -56,3 +56,32 @@ def test_make_sink_by_mode() -> None:
     assert make_sink("summary") is None and make_sink("quiet") is None
     with pytest.raises(ValueError):
         make_sink("loud")
+
+
+def test_logs_help_says_the_two_streams_share_no_clock(capsys: pytest.CaptureFixture[str]) -> None:
+    from azrun.cli import main
+
+    assert main(["logs", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "no shared clock" in text and "(stdout) or (stderr)" in text and "--idle-timeout" in text
+
+
+def test_namesakes_get_distinct_stable_prefixes() -> None:
+    from azrun.cli._print import Labels
+
+    a, b = _target("vm-x", rg="rg-a"), _target("vm-x", rg="rg-b")
+    c = _target("vm-x", rg="RG-A", sub="t")  # same rg name in another subscription
+    upfront = Labels([a, b, _target("vm-y")])
+    assert (upfront(a), upfront(b), upfront(_target("vm-y"))) == ("rg-a/vm-x", "rg-b/vm-x", "vm-y")
+    note = io.StringIO()
+    lazy = Labels(note=note)
+    assert lazy(a) == "vm-x" and lazy(b) == "rg-b/vm-x" and lazy(a) == "vm-x"  # never changes once given
+    assert lazy(c) == "t/RG-A/vm-x" and note.getvalue().count("more than one machine is named vm-x") == 2
+    # the same machine with an upper-cased resource group (a Flexible member) is not a namesake
+    same = _target("vm-x", rg="RG-A")
+    assert lazy(
+        Target(**{**{f: getattr(same, f) for f in same.__dataclass_fields__}, "resource_id": a.resource_id.upper()})
+    ) == "vm-x"
+    printer = StreamPrinter(io.StringIO(), labels=upfront, tag_stdout=True)
+    assert printer.format(a, "stdout", "hi") == "[rg-a/vm-x] (stdout) hi"
+    assert printer.format(b, "azrun", "--- marker ---") == "[rg-b/vm-x] --- marker ---"

@@ -1,7 +1,7 @@
 """Where tailed lines go: ``--output-mode stream|summary|quiet|json``.
 
 * ``stream``  -> :class:`StreamPrinter`: ``[vm-web-01] line`` on stdout, stderr lines as
-  ``[vm-web-01] (stderr) line``; on a TTY each target's prefix gets its own colour and stderr
+  ``[vm-web-01] (stderr) line``, azrun's marker lines as ``[vm-web-01] --- ... ---``; on a TTY each target's prefix gets its own colour and stderr
   text is red. One lock around each write keeps lines whole when threads or several event loops
   print at once; the tailer already delivers each target's lines in order.
 * ``json``    -> :class:`JsonPrinter`: one JSON object per line, ``{"target","id","stream","line"}``.
@@ -30,13 +30,17 @@ from typing import TextIO
 
 from azrun._compat import StrEnum
 from azrun.models import Target
-from azrun.output import Sink
+from azrun.output import MARKER_STREAM, Sink
 
 __all__ = ["JsonPrinter", "Labels", "OutputMode", "StreamPrinter", "make_sink"]
 
 _PALETTE = ("36", "32", "33", "34", "35", "96", "92", "93", "94", "95")
-_RED = "31"
 _RESET = "\x1b[0m"
+#: Per stream: the tag after the prefix and the colour on a terminal. stdout has neither;
+#: azrun's own marker lines (MARKER_STREAM, e.g. "the lines below come from the instance view")
+#: are yellow and carry no tag (they start with "---").
+_TAGS = {"stderr": "(stderr) "}
+_STREAM_COLOR = {"stderr": "31", MARKER_STREAM: "33"}
 
 
 class OutputMode(StrEnum):
@@ -126,14 +130,22 @@ class StreamPrinter:
     Args:
         out: where to write (default ``sys.stdout`` at call time).
         color: force colours on/off; None = only when ``out`` is a TTY.
+        labels: the prefixes (one per machine; namesakes qualified).
+        tag_stdout: tag stdout lines ``(stdout)`` too (``azrun logs``: every line says its stream).
     """
 
     def __init__(
-        self, out: TextIO | None = None, *, color: bool | None = None, labels: Labels | None = None
+        self,
+        out: TextIO | None = None,
+        *,
+        color: bool | None = None,
+        labels: Labels | None = None,
+        tag_stdout: bool = False,
     ) -> None:
         self._out = out
         self._color = color
         self._labels = labels or Labels()
+        self._tags = {**_TAGS, "stdout": "(stdout) "} if tag_stdout else _TAGS
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -150,12 +162,13 @@ class StreamPrinter:
         if "\x1b[" in line:
             line += _RESET
         name = self._labels(target)
+        tag = self._tags.get(stream, "")
         if not color:
-            return f"[{name}] (stderr) {line}" if stream == "stderr" else f"[{name}] {line}"
+            return f"[{name}] {tag}{line}"
         code = _PALETTE[zlib.crc32(name.encode()) % len(_PALETTE)]
         prefix = f"\x1b[{code}m[{name}]{_RESET}"
-        if stream == "stderr":
-            return f"{prefix} \x1b[{_RED}m(stderr) {line}{_RESET}"
+        if stream in _STREAM_COLOR:
+            return f"{prefix} \x1b[{_STREAM_COLOR[stream]}m{tag}{line}{_RESET}"
         return f"{prefix} {line}"
 
     def __call__(self, target: Target, stream: str, line: str) -> None:

@@ -32,6 +32,7 @@ from azrun.fleet._spec import check_same_spec
 from azrun.fleet._work import Work, works_for
 from azrun.ledger import LeaseHolder
 from azrun.models import FleetResult, RunId, RunSpec, SkippedTarget, Target, TargetState
+from azrun.redact import secret_fingerprints
 from azrun.runcommand import RunCommandClient, check_request_size, new_run_id, run_command_name
 
 if TYPE_CHECKING:
@@ -285,7 +286,8 @@ class Fleet:
         await asyncio.to_thread(
             ledger.create_run, rid, spec=spec, targets=chosen, skipped=skipped, selector=selector,
             options={"fleet": opts.to_dict(), "run_command_name": name,
-                     "password": bool(spec.run_as_password), **dict(record or {})},
+                     "password": bool(spec.run_as_password), **dict(record or {}),
+                     **secret_fingerprints(spec)},
             holder=holder,
         )  # fmt: skip
         works = works_for(chosen, name)

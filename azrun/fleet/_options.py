@@ -122,7 +122,8 @@ class FleetOptions:
             and marked TimedOut; ``None`` = max(60 s, 10 % of the timeout).
         conflict_retries / conflict_backoff_s: 409 Conflict on PUT -> wait ``backoff * 2^n`` and retry.
         output_expiry_s: SAS lifetime of the output blobs (at least the timeout + grace).
-        max_tailed: targets whose output is streamed live at once.
+        max_tailed: targets whose output is streamed live at once (None: every one, within the
+            tailer's storage request budget).
     """
 
     max_concurrency: Budget = field(default_factory=lambda: Budget.parse(DEFAULT_MAX_CONCURRENCY))
@@ -135,7 +136,7 @@ class FleetOptions:
     submit_retries: int = 2
     poll: PollPolicy = field(default_factory=PollPolicy)
     output_expiry_s: int = 24 * 3600
-    max_tailed: int = 20
+    max_tailed: int | None = None
     progress_interval_s: float = 1.0
 
     @classmethod

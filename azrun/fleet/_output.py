@@ -82,7 +82,7 @@ class InstanceViewOutput:
 class StoreOutput:
     """Append blobs in an :class:`OutputStore`, tailed by a :class:`Tailer` into ``sink``."""
 
-    def __init__(self, store: OutputStore, run_id: str, sink: LineSink, *, max_tailed: int = 20,
+    def __init__(self, store: OutputStore, run_id: str, sink: LineSink, *, max_tailed: int | None = None,
                  tailer: Tailer | None = None) -> None:
         from azrun.output import Tailer
 

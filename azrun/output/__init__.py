@@ -26,7 +26,7 @@ with it: :mod:`azrun.cli._print` and :mod:`azrun.cli._logs_read`.
 from __future__ import annotations
 
 from azrun.output._fallback import INSTANCE_VIEW_LIMIT_BYTES, NO_STORAGE_NOTICE, instance_view_output
-from azrun.output._lines import LineSplitter, TailLines, split_text
+from azrun.output._lines import LineSplitter, TailLines, contains_tail, splice_tail, split_text
 from azrun.output._sas import (
     MAX_SAS_LIFETIME_S,
     AccountKeySigner,
@@ -46,11 +46,12 @@ from azrun.output._store import (
     container_url_from_settings,
     target_path,
 )
-from azrun.output._tail import Notice, Sink, Tailer, TailStats
+from azrun.output._tail import MARKER_STREAM, Notice, Sink, Tailer, TailStats
 
 __all__ = [
     "DEFAULT_CONTAINER",
     "INSTANCE_VIEW_LIMIT_BYTES",
+    "MARKER_STREAM",
     "MAX_SAS_LIFETIME_S",
     "NO_STORAGE_NOTICE",
     "STREAMS",
@@ -69,9 +70,11 @@ __all__ = [
     "UserDelegationSigner",
     "blob_name",
     "container_url_from_settings",
+    "contains_tail",
     "instance_view_output",
     "parse_blob_identity",
     "sas_lifetime_s",
+    "splice_tail",
     "split_text",
     "target_path",
 ]

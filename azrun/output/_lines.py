@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 from collections import deque
 
-__all__ = ["DEFAULT_MAX_LINE_CHARS", "LineSplitter", "TailLines", "split_text"]
+__all__ = ["DEFAULT_MAX_LINE_CHARS", "LineSplitter", "TailLines", "contains_tail", "splice_tail", "split_text"]
 
 DEFAULT_MAX_LINE_CHARS = 1 << 20  # 1 Mi characters
 
@@ -111,6 +111,40 @@ def split_text(data: bytes) -> list[str]:
     """All lines of a complete byte string (what ``azrun logs`` prints)."""
     splitter = LineSplitter()
     return [*splitter.feed(data), *splitter.flush()]
+
+
+_REPLACEMENT = "\ufffd".encode()
+
+
+def contains_tail(have_end: bytes, tail_text: str) -> bool:
+    """Does the end of a blob hold ``tail_text`` (an instance view's last 4 KB, maybe cut
+    mid-character at its start, or recorded last lines)?"""
+    want = tail_text.lstrip("\ufffd").strip()
+    if not want:
+        return True
+    return want in have_end.decode("utf-8", errors="replace")
+
+
+def splice_tail(have_end: bytes, tail_text: str, *, min_overlap: int = 16) -> tuple[bytes, bool]:
+    """What ``tail_text`` (the end of a stream, e.g. the instance view's last 4 KB) has past the
+    end of a blob that holds only a prefix of the stream.
+
+    Returns ``(missing, joined)``: ``joined`` when the blob's end overlaps the start of
+    ``tail_text`` by at least ``min_overlap`` bytes (or by all of the blob), so ``missing``
+    continues the blob exactly; otherwise bytes were lost between the two and ``missing`` is all
+    of ``tail_text`` (its first line may be a fragment).
+    """
+    want = tail_text.encode("utf-8")
+    while want.startswith(_REPLACEMENT):  # a character the instance view cut at its start
+        want = want[len(_REPLACEMENT) :]
+    if not want or want in have_end:
+        return b"", True
+    for k in range(min(len(have_end), len(want)), 0, -1):
+        if k < min_overlap and k < len(have_end):
+            break
+        if have_end.endswith(want[:k]):
+            return want[k:], True
+    return want, False
 
 
 class TailLines:

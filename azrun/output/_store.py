@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -447,10 +448,13 @@ class OutputStore:
                 return bytes(out)
 
     async def download(self, name: str, path: Path) -> int:
-        """Save blob ``name`` to ``path`` chunk by chunk; return the bytes written."""
+        """Save blob ``name`` to ``path`` (mode 0600) chunk by chunk, as stored (no masking: the CLI's
+        ``logs --download`` masks); return the bytes written."""
         path.parent.mkdir(parents=True, exist_ok=True)
         written = 0
-        with open(path, "wb") as out:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # output may hold secrets
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as out:
             while True:
                 chunk = await self.read_chunk(name, written)
                 if chunk.status == "missing":

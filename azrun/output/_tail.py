@@ -12,9 +12,19 @@ store's own storage bucket; ARM's budget is untouched.
 Polling is adaptive per stream: right after new bytes the next poll comes ``min_interval_s``
 later; each empty poll multiplies the interval by ``backoff`` up to ``max_interval_s``. A quiet
 stderr therefore costs little while stdout streams. Each wait is jittered by +-``jitter`` (10 %)
-so that targets added together do not poll the account in lock-step. At most ``max_tailed`` targets are tailed at
-once (in the order they were added); the others wait for a slot, and any target still waiting
-when it completes is read whole by :meth:`Tailer.complete` and printed then.
+so that targets added together do not poll the account in lock-step.
+
+Every target streams live, within a storage request budget (``poll_budget_rps``, 100 polls/s by
+default, half of the store's own 200 requests/s bucket so creating blobs and final reads keep
+room). The demand is the sum over live streams of 1 / interval; while it is above the budget,
+every interval is stretched by ``demand / budget`` (:attr:`Tailer.stretch`), so the total stays
+at the budget however many targets run: 250 idle targets (2 streams every 5 s) fit unstretched,
+1,000 idle ones are polled every 20 s. Short bursts (many targets starting at once, each polled
+at ``min_interval_s`` at first) are stretched silently; when the targets are so many that even
+quiet streams cannot be polled every ``max_interval_s`` within the budget, that is said once
+through ``notice``. :attr:`TailStats.max_stretch` records the largest stretch.
+``max_tailed`` (default: none) still caps live targets when a caller asks; targets beyond it wait
+for a slot, are said once through ``notice``, and print whole at completion.
 
 Re-created blobs: the guest agent creates-or-replaces each blob before it starts the script, so
 a blob may be replaced under the reader. A creation time different from the one seen before, or
@@ -28,9 +38,13 @@ lines are flushed, and the instance view's ``output``/``error`` (its last 4 KB) 
 the end of the blob. A blob that does not (yet) hold the instance view's tail is re-read for up
 to ``settle_s`` (bytes written at the last moment). Then, if the blob is empty or missing while
 the instance view has output, the upload failed on the VM: azrun says so and falls back to the
-instance view's text (printed through the sink too), flagged truncated; if it has bytes but not
-the instance view's tail, a notice says its end is missing, and the result is flagged truncated
-with its last lines taken from the instance view.
+instance view's text (printed through the sink too), flagged truncated. If it has bytes but not
+the instance view's tail, the VM's last append failed (the handler ignores that error, and it
+never reaches the instance view): the end of the blob is spliced onto the instance view's text
+(:func:`~azrun.output._lines.splice_tail`: where the blob's end overlaps it, the lines that follow
+are exactly the lost ones; where they do not overlap, more than 4 KB was lost and the marker says
+so), a marker line (:data:`MARKER_STREAM`) precedes the recovered lines, and the result is
+flagged truncated (the blob is short) with its last lines including the recovered ones.
 """
 
 from __future__ import annotations
@@ -44,11 +58,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from azrun.models import OutputRef, Target
-from azrun.output._lines import LineSplitter, TailLines, split_text
+from azrun.output._lines import LineSplitter, TailLines, contains_tail, splice_tail, split_text
 from azrun.output._store import STREAMS, Chunk, OutputStore, blob_name
 from azrun.redact import redact
 
-__all__ = ["Notice", "Sink", "TailStats", "Tailer"]
+__all__ = ["MARKER_STREAM", "Notice", "Sink", "TailStats", "Tailer"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -56,6 +70,9 @@ _LOG = logging.getLogger(__name__)
 Sink = Callable[[Target, str, str], None]
 #: ``notice(target, text)``: something the user should be told once (upload failed, ...).
 Notice = Callable[[Target, str], None]
+#: The sink's ``stream`` for azrun's own marker lines among a target's output ("the lines below
+#: come from the instance view"); printers show it apart from stdout and stderr.
+MARKER_STREAM = "azrun"
 
 _RAW_TAIL_BYTES = 16 * 1024
 #: Without a sink only the last lines are needed: completion reads at most this much of a blob.
@@ -72,6 +89,8 @@ class TailStats:
     restarts: int = 0
     errors: int = 0
     lines: int = 0
+    max_stretch: float = 1.0  # the largest interval stretch the request budget needed
+    waited: int = 0  # targets that waited for a live slot (only with max_tailed)
 
 
 @dataclass
@@ -84,8 +103,9 @@ class _Stream:
     emitted: bool = False
     seen: bool = False  # the blob existed at some read
     skip_fragment: bool = False  # reading starts mid-blob: the first line is a fragment
-    interval: float = 0.0
+    interval: float = 0.0  # unstretched
     due: float = 0.0
+    live: bool = False  # counted in the tailer's demand
     splitter: LineSplitter = field(default_factory=LineSplitter)
     tail: TailLines = field(default_factory=TailLines)
     raw_tail: bytearray = field(default_factory=bytearray)
@@ -109,7 +129,8 @@ class Tailer:
         sink: called with each complete line, in order per target and stream; None (summary and
             quiet modes) prints nothing, tails nothing live, and reads only the end of each blob
             at completion (for the last lines; byte counts are still exact).
-        max_tailed: targets tailed live at once; the rest wait for a free slot.
+        max_tailed: targets tailed live at once (None: every one); the rest wait for a free slot.
+        poll_budget_rps: live polls per second across every target; intervals stretch to fit.
         clock: monotonic seconds (injected in tests).
         min_interval_s / max_interval_s: poll interval bounds per stream.
         backoff: factor the interval grows by after an empty poll.
@@ -125,7 +146,8 @@ class Tailer:
         run_id: str,
         sink: Sink | None,
         *,
-        max_tailed: int = 50,
+        max_tailed: int | None = None,
+        poll_budget_rps: float = 100.0,
         clock: Callable[[], float] = time.monotonic,
         min_interval_s: float = 0.5,
         max_interval_s: float = 5.0,
@@ -138,13 +160,21 @@ class Tailer:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not (
-            max_tailed >= 0 and 0 < min_interval_s <= max_interval_s and backoff >= 1 and 0 <= jitter < 1
+            (max_tailed is None or max_tailed >= 0)
+            and 0 < min_interval_s <= max_interval_s
+            and backoff >= 1
+            and 0 <= jitter < 1
+            and poll_budget_rps > 0
         ):
             raise ValueError("bad tailer settings")
         self._store = store
         self._run_id = run_id
         self._sink = sink
         self._max_tailed = max_tailed
+        self._budget = poll_budget_rps
+        self._demand = 0.0  # polls/s the live streams would make unstretched
+        self._stretch_told = False
+        self._wait_told = False
         self._clock = clock
         self._min = min_interval_s
         self._max = max_interval_s
@@ -168,6 +198,11 @@ class Tailer:
         return f"Tailer(run={self._run_id!r}, tailed={self.tailed}, waiting={self.waiting})"
 
     @property
+    def stretch(self) -> float:
+        """How much every poll interval is stretched to stay within ``poll_budget_rps`` (>= 1)."""
+        return max(1.0, self._demand / self._budget)
+
+    @property
     def tailed(self) -> int:
         """Targets tailed live right now."""
         return len(self._active)
@@ -187,10 +222,17 @@ class Tailer:
         self._tails[key] = tail
         if self._sink is None:
             return  # nothing to show live: completion reads what the results need
-        if self.tailed < self._max_tailed:
+        if self._max_tailed is None or self.tailed < self._max_tailed:
             self._start(tail)
-        else:
-            self._waiting[key] = tail
+            return
+        self._waiting[key] = tail
+        self.stats.waited += 1
+        if not self._wait_told:
+            self._wait_told = True
+            self._notice(
+                target, f"more than {self._max_tailed} targets are running: {target.name} and later ones "
+                "wait for a live slot (max_tailed); their output prints when they finish",
+            )  # fmt: skip
 
     async def complete(self, target: Target, *, iv_output: str, iv_error: str) -> tuple[OutputRef, str, str]:
         """Read ``target``'s blobs to the end and cross-check them with the instance view.
@@ -204,6 +246,7 @@ class Tailer:
         self._waiting.pop(key, None)
         self._active.discard(key)
         await _stop(tail)
+        self._forget(tail)
         self._promote()
         async with tail.lock:
             out, err = tail.streams
@@ -226,6 +269,7 @@ class Tailer:
         self._active.clear()
         for tail in tails:
             await _stop(tail)
+            self._forget(tail)
 
     # -- internals ------------------------------------------------------------------------------
     def _new_tail(self, target: Target) -> _Tail:
@@ -238,12 +282,25 @@ class Tailer:
     def _start(self, tail: _Tail) -> None:
         now = self._clock()
         for st in tail.streams:
-            st.interval, st.due = self._min, now
+            st.interval, st.due, st.live = self._min, now, True
+            self._demand += 1.0 / st.interval
         self._active.add(tail.target.resource_id.lower())
         tail.task = asyncio.create_task(self._loop(tail), name=f"azrun-tail-{tail.target.name}")
 
+    def _forget(self, tail: _Tail) -> None:
+        """Take a stopped target's streams out of the demand."""
+        for st in tail.streams:
+            if st.live:
+                st.live = False
+                self._demand = max(0.0, self._demand - 1.0 / st.interval)
+
+    def _retime(self, st: _Stream, interval: float) -> None:
+        if st.live:
+            self._demand += 1.0 / interval - 1.0 / st.interval
+        st.interval = interval
+
     def _promote(self) -> None:
-        while self._waiting and self.tailed < self._max_tailed:
+        while self._waiting and (self._max_tailed is None or self.tailed < self._max_tailed):
             key = next(iter(self._waiting))
             self._start(self._waiting.pop(key))
 
@@ -272,11 +329,22 @@ class Tailer:
         self.stats.polls += 1
         if got:
             self.stats.polls_with_data += 1
-            st.interval = self._min
+            self._retime(st, self._min)
         else:
-            st.interval = min(self._max, st.interval * self._backoff)
+            self._retime(st, min(self._max, st.interval * self._backoff))
+        stretch = self.stretch
+        if stretch > self.stats.max_stretch:
+            self.stats.max_stretch = stretch
+        floor_s = 2 * self.tailed / self._budget  # every live stream at most this often
+        if floor_s > self._max and not self._stretch_told:
+            self._stretch_told = True
+            self._notice(
+                tail.target, f"{self.tailed} targets stream live: to stay within {self._budget:g} storage "
+                f"requests/s each is polled only every {floor_s:.0f}s or so while quiet, so a line may take "
+                "that long to show (all output still arrives)",
+            )  # fmt: skip
         spread = 1.0 + self._jitter * (2.0 * self._rng.random() - 1.0)
-        st.due = self._clock() + st.interval * spread
+        st.due = self._clock() + st.interval * stretch * spread
 
     async def _drain(self, tail: _Tail, st: _Stream) -> bool:
         """Read every new byte of one stream; True when there were some."""
@@ -351,41 +419,54 @@ class Tailer:
                 self._sink(target, st.kind, line)
 
     async def _finish_stream(self, tail: _Tail, st: _Stream, iv_text: str) -> bool:
-        """Final read + flush + instance-view cross-check; True when the result is truncated."""
+        """Final read + flush + instance-view cross-check; True when the blob lacks output."""
         if self._sink is None and st.offset == 0 and not st.seen:
             await self._skip_to_window(st)
         ok = await self._final_drain(tail, st)
         deadline = self._clock() + self._settle_s
-        while ok and iv_text and not _contains_tail(st.raw_tail, iv_text):
+        while ok and iv_text and not contains_tail(bytes(st.raw_tail), iv_text):
             if self._clock() >= deadline:
                 break
             await self._sleep(0.25)
             ok = await self._final_drain(tail, st)
-        self._emit(tail.target, st, st.splitter.flush())
-        if not iv_text:
+        name = tail.target.name
+        if not iv_text or (st.offset and contains_tail(bytes(st.raw_tail), iv_text)):
+            self._emit(tail.target, st, st.splitter.flush())
             return False
         if st.offset == 0:
             why = "the blob is missing" if not st.seen else "the blob is empty"
             if not ok:
                 why = "the blob could not be read"
-            self._notice(
-                tail.target,
-                f"{tail.target.name}: {st.kind} did not reach {st.url} ({why}; did the upload fail on the VM?): "
-                "showing the instance view's last 4 KB, which may be truncated",
-            )
-            lines = split_text(iv_text.encode("utf-8"))
-            self._emit(tail.target, st, lines)
+            self._mark(
+                tail, f"{name}: {st.kind} did not reach {st.url} ({why}; did the upload fail on the VM?): "
+                "the instance view's last 4 KB follow, which may be truncated",
+            )  # fmt: skip
+            self._emit(tail.target, st, split_text(iv_text.encode("utf-8")))
             return True
-        if not _contains_tail(st.raw_tail, iv_text):
-            self._notice(
-                tail.target,
-                f"{tail.target.name}: {st.url} lacks the end of the {st.kind} the instance view shows "
-                "(the VM's last upload may have failed); its last lines come from the instance view",
-            )
-            st.tail.clear()
-            st.tail.extend(split_text(iv_text.encode("utf-8")))
-            return True
-        return False
+        missing, joined = splice_tail(bytes(st.raw_tail), iv_text)
+        if joined:
+            lines = [*st.splitter.feed(missing), *st.splitter.flush()]
+            self._mark(
+                tail, f"{name}: the VM's last upload of {st.kind} failed ({st.url} stops at byte {st.offset}): "
+                f"the {len(lines)} line(s) below come from the instance view",
+            )  # fmt: skip
+        else:
+            self._emit(tail.target, st, st.splitter.flush())
+            lines = split_text(missing)
+            self._mark(
+                tail, f"{name}: the VM's last uploads of {st.kind} failed and more than the instance view's "
+                f"4 KB is missing ({st.url} stops at byte {st.offset}): its last 4 KB follow; lines between are lost",
+            )  # fmt: skip
+        self._emit(tail.target, st, lines)
+        return True
+
+    def _mark(self, tail: _Tail, text: str) -> None:
+        """A marker before lines that do not come from the blob: a :data:`MARKER_STREAM` line
+        through the sink (so it stays in order with them), or a notice without a sink."""
+        if self._sink is not None:
+            self._sink(tail.target, MARKER_STREAM, f"--- {text} ---")
+        else:
+            self._notice(tail.target, text)
 
     async def _final_drain(self, tail: _Tail, st: _Stream) -> bool:
         """Drain with a few retries; False when the blob could not be read at all."""
@@ -402,15 +483,6 @@ class Tailer:
                     return False
                 await self._sleep(0.2 * (attempt + 1))
         return False
-
-
-def _contains_tail(raw_tail: bytearray, iv_text: str) -> bool:
-    """Does the blob's end hold the instance view's text (its last 4 KB, maybe cut mid-character)?"""
-    want = iv_text.lstrip("\ufffd").strip()
-    if not want:
-        return True
-    have = bytes(raw_tail).decode("utf-8", errors="replace")
-    return want in have
 
 
 async def _stop(tail: _Tail) -> None:

@@ -219,6 +219,11 @@ def output_rows(result: dict[str, Any]) -> list[_common.Row]:
                     live["lines_printed_live"] == live["lines"]),
         _common.Row("storage requests per target-minute, idle / streaming",
                     f"{per_min['idle']:g} / {per_min['streaming']:g}"),
+        _common.Row("storage polls per second, idle / streaming (every target live)",
+                    f"{live['storage_requests_per_s']['idle']:g} / {live['storage_requests_per_s']['streaming']:g}"
+                    f" (stretch x{live['max_stretch']:g})", f"<= {live['poll_budget_rps']:g} + final reads",
+                    live["storage_requests_per_s"]["idle"] <= live["poll_budget_rps"] * 1.1)
+        if "storage_requests_per_s" in live else _common.Row("storage polls per second", "-"),
         _common.Row(f"one {large['bytes'] / 2**20:.0f} MiB output: tail / download", f"{large['tail_complete_mb_s']:g} / "
                     f"{large['download_mb_s']:g} MB/s"),
     ]
