@@ -237,10 +237,10 @@ async def _timed_async(pipeline: AsyncPipeline[HttpRequest, AsyncHttpResponse], 
 
 def policy_overhead(requests: int, blocks: int = 10) -> dict[str, Any]:
     """Part 2: median µs per request with and without azrun's policies, sync and aio."""
-    from azrun.throttle import aio_client_kwargs, client_kwargs
+    from azrun.throttle import aclient_kwargs, client_kwargs
 
     throttle = _roomy_throttle()
-    sync_kw, aio_kw = client_kwargs(throttle), aio_client_kwargs(throttle)
+    sync_kw, aio_kw = client_kwargs(throttle), aclient_kwargs(throttle)
     transport, atransport = CountingTransport(), AsyncCountingTransport()
     pipes: dict[str, Any] = {
         "sync_base": Pipeline(transport, policies=[RetryPolicy()]),
