@@ -30,6 +30,7 @@ from azrun.throttle.limits import (
     LOW_COST_GET,
     PUT_VM,
     UPDATE_VM,
+    VMSS_VM_DELETE,
     VMSS_VM_GET,
     VMSS_VM_UPDATE,
     Limit,
@@ -53,7 +54,7 @@ from azrun.throttle.waiting import AsyncSleep, Clock, SyncSleep, aacquire_all, a
 
 __all__ = [
     "DELETE_VM", "GET_OPERATION", "HIGH_COST_GET", "LOW_COST_GET", "PUT_VM", "SCHEDULED_KEY", "UPDATE_VM",
-    "VMSS_VM_GET", "VMSS_VM_UPDATE", "AdaptiveBucket", "AsyncSleep", "AsyncThrottleAwareRetryPolicy",
+    "VMSS_VM_DELETE", "VMSS_VM_GET", "VMSS_VM_UPDATE", "AdaptiveBucket", "AsyncSleep", "AsyncThrottleAwareRetryPolicy",
     "AsyncThrottlePolicy", "BucketStats", "Clock", "InFlight", "Limit", "RequestClass", "SyncSleep", "Throttle",
     "ThrottleAwareRetryPolicy", "ThrottleLimits", "ThrottleMetrics", "ThrottlePolicy", "TokenBucket",
     "aacquire_all", "aclient_kwargs", "acquire_all", "classify", "client_kwargs", "parse_remaining_resource",

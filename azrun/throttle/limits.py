@@ -25,7 +25,7 @@ from azrun.errors import ConfigError
 
 __all__ = [
     "ARM_KINDS", "DELETE_VM", "GET_OPERATION", "HIGH_COST_GET", "LOW_COST_GET", "PUT_VM", "RESOURCE_FIELD",
-    "SUB_FIELD", "UPDATE_VM", "VMSS_VM_GET", "VMSS_VM_UPDATE", "Limit", "OpKind", "Policy", "RequestClass",
+    "SUB_FIELD", "UPDATE_VM", "VMSS_VM_DELETE", "VMSS_VM_GET", "VMSS_VM_UPDATE", "Limit", "OpKind", "Policy", "RequestClass",
     "ThrottleLimits", "classify", "parse_number", "parse_policy", "parse_remaining_resource", "parse_retry_after",
     "parse_throttle_body",
 ]
@@ -34,7 +34,7 @@ OpKind = Literal["read", "write", "delete"]
 
 PUT_VM, UPDATE_VM, DELETE_VM = "put-vm", "update-vm", "delete-vm"
 LOW_COST_GET, HIGH_COST_GET, GET_OPERATION = "low-cost-get", "high-cost-get", "get-operation"
-VMSS_VM_UPDATE, VMSS_VM_GET = "vmss-vm-update", "vmss-vm-get"
+VMSS_VM_UPDATE, VMSS_VM_DELETE, VMSS_VM_GET = "vmss-vm-update", "vmss-vm-delete", "vmss-vm-get"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +59,7 @@ class ThrottleLimits:
     vm_low_cost_get: Limit = Limit(36, 12 / 60)  # includes run command GET/LIST by VM
     vm_get_operation: Limit = Limit(45, 15 / 60)
     vmss_vm_update: Limit = Limit(12, 4 / 60)
+    vmss_vm_delete: Limit = Limit(12, 4 / 60)
     vmss_vm_get: Limit = Limit(36, 12 / 60)
     sub_put_vm: Limit = Limit(1500, 500 / 60)
     sub_update_vm: Limit = Limit(1500, 500 / 60)
@@ -67,6 +68,7 @@ class ThrottleLimits:
     sub_high_cost_get: Limit = Limit(900, 300 / 60)
     sub_get_operation: Limit = Limit(15000, 5000 / 60)
     sub_vmss_vm_update: Limit = Limit(1500, 500 / 60)
+    sub_vmss_vm_delete: Limit = Limit(1500, 500 / 60)
     sub_vmss_vm_get: Limit = Limit(6000, 2000 / 60)
     learned_refill_window_s: float = 180.0
     learned_min_capacity: float = 12.0
@@ -114,7 +116,8 @@ _ENV_KEYS = {f"{f}_{unit}" for f in _LIMIT_FIELDS for unit in ("burst", "per_s",
     "throttle", "learned_refill_window_s", "learned_min_capacity"}
 RESOURCE_FIELD = {
     PUT_VM: "vm_put", UPDATE_VM: "vm_update", DELETE_VM: "vm_delete", LOW_COST_GET: "vm_low_cost_get",
-    GET_OPERATION: "vm_get_operation", VMSS_VM_UPDATE: "vmss_vm_update", VMSS_VM_GET: "vmss_vm_get",
+    GET_OPERATION: "vm_get_operation", VMSS_VM_UPDATE: "vmss_vm_update", VMSS_VM_DELETE: "vmss_vm_delete",
+    VMSS_VM_GET: "vmss_vm_get",
 }
 SUB_FIELD = {g: "sub_" + g.replace("-", "_") for g in (*RESOURCE_FIELD, HIGH_COST_GET)}
 
@@ -200,7 +203,11 @@ def _compute(
         return (DELETE_VM if rest[2:] == ["deallocate"] else UPDATE_VM), target, None
     if rtype == "virtualmachinescalesets" and len(rest) >= 4 and rest[2] == "virtualmachines":
         target = "/" + "/".join((*scope, *rest[:4]))
-        return (VMSS_VM_GET if kind == "read" else VMSS_VM_UPDATE), target, None
+        if kind == "read":
+            return VMSS_VM_GET, target, None
+        if method == "DELETE" or rest[4:] == ["deallocate"]:  # recorded: DeleteVMScaleSetVM* policies
+            return VMSS_VM_DELETE, target, None
+        return VMSS_VM_UPDATE, target, None
     return None, None, None
 
 
@@ -240,40 +247,51 @@ def parse_retry_after(headers: Mapping[str, str], wall_now: float | None = None)
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A parsed ``x-ms-ratelimit-remaining-resource`` policy name."""
+    """A parsed ``x-ms-ratelimit-remaining-resource`` policy name (see :func:`parse_policy`)."""
 
-    key: str  # lower-cased full name, e.g. "microsoft.compute/vmupdateresource"
+    key: str  # lower-cased full name, e.g. "microsoft.compute/updatevmresource"
     group: str | None  # a modelled Compute operation group, if recognised
     per_resource: bool
     window_s: float | None  # from a "3Min"/"30Min" suffix: a legacy windowed counter
+    budget: bool = True  # False: a counter that is not a remaining budget (never paces anything)
+
+
+#: Policy base names (scope and window suffixes removed) of modelled groups (azure-recorded §4).
+_GROUPS = {
+    "updatevm": UPDATE_VM, "putvm": PUT_VM, "deletevm": DELETE_VM,
+    "lowcostget": LOW_COST_GET, "highcostget": HIGH_COST_GET, "getoperation": GET_OPERATION,
+    "vmscalesetvmactions": VMSS_VM_UPDATE, "deletevmscalesetvm": VMSS_VM_DELETE, "getvmscalesetvm": VMSS_VM_GET,
+    # names the local Azure used before it spoke real Azure's (cheap to keep)
+    "vmupdate": UPDATE_VM, "vmscalesetvmupdate": VMSS_VM_UPDATE, "vmscalesetvmget": VMSS_VM_GET,
+}
+#: Counters Compute reports beside the budgets that are not remaining budgets: real Azure answers
+#: ``VmssQueuedVMOperations;0`` on every successful scale-set VM write since 2022 (4799 in 2020).
+_NOT_BUDGETS = frozenset({"vmssqueuedvmoperations"})
+#: Scope suffixes, longest first: current ``...SubscriptionMaximum`` / ``...Resource``, and the
+#: ``...Subscription`` the local Azure once used.
+_SCOPES = (("subscriptionmaximum", False), ("subscription", False), ("resource", True))
 
 
 def parse_policy(name: str) -> Policy:
+    """``Microsoft.Compute/UpdateVMResource`` -> ``Policy(group=UPDATE_VM, per_resource=True)``.
+
+    Both real formats (azure-recorded §4): current ``<Base>SubscriptionMaximum`` (per subscription)
+    and ``<Base>Resource`` (per VM or scale-set VM), and legacy windowed ``<Base>3Min``/``30Min``
+    (``window_s``; per subscription). A base that is not a modelled group gets ``group=None``
+    (the registry learns a bucket for it); a known non-budget counter gets ``budget=False``.
+    """
     key = name.strip().lower()
     core = re.sub(r"[^a-z0-9]", "", key.rsplit("/", 1)[-1])
     window_s = None
     if m := re.search(r"(\d+)(min|m|s|sec|h|hour)$", core):
         window_s = float(m[1]) * {"s": 1, "sec": 1, "h": 3600, "hour": 3600}.get(m[2], 60)
         core = core[: m.start()]
-    per_resource = core.endswith("resource")
-    core = core.removesuffix("resource").removesuffix("subscription")
-    group: str | None = None
-    vm_level = "vm" in core and "scaleset" not in core and "vmss" not in core
-    if "getoperation" in core or "operationget" in core:
-        group = GET_OPERATION
-    elif "highcostget" in core:
-        group = HIGH_COST_GET
-    elif "vmscalesetvm" in core or "vmssvm" in core:
-        group = VMSS_VM_GET if "get" in core else VMSS_VM_UPDATE
-    elif "lowcostget" in core:
-        group = LOW_COST_GET
-    elif vm_level and "put" in core:
-        group = PUT_VM
-    elif vm_level and "update" in core:
-        group = UPDATE_VM
-    elif vm_level and ("delete" in core or "deallocate" in core):
-        group = DELETE_VM
-    return Policy(key, group, per_resource, window_s)
+    per_resource = False
+    for suffix, resource in _SCOPES:
+        if core.endswith(suffix) and core != suffix:
+            core, per_resource = core.removesuffix(suffix), resource
+            break
+    return Policy(key, _GROUPS.get(core), per_resource, window_s, core not in _NOT_BUDGETS)
 
 
 def parse_throttle_body(body: str | bytes | None) -> tuple[str, list[str]]:

@@ -35,6 +35,7 @@ Choices where the docs are silent:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -59,6 +60,8 @@ from azrun.throttle.limits import (
 from azrun.throttle.waiting import AsyncSleep, Clock, SyncSleep, aacquire_all, acquire_all
 
 __all__ = ["InFlight", "Throttle", "ThrottleMetrics"]
+
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,13 @@ class Throttle:
             if len(self._policies) > 1024:  # a server inventing names must not grow us forever
                 self._policies.clear()
             policy = self._policies[name] = parse_policy(name)
+            if not policy.budget or policy.group is None:
+                _LOGGER.debug(
+                    "Compute rate-limit policy %s (%g left): %s", name, count,
+                    "not a budget, ignored" if not policy.budget else "not modelled, learned as a bucket of its own",
+                )
+        if not policy.budget:
+            return None
         if policy.group is None or policy.window_s is not None:
             return self._learn(rc, policy, count)
         if policy.per_resource and policy.group in RESOURCE_FIELD:
