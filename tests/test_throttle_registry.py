@@ -9,7 +9,7 @@ import pytest
 from _throttle_support import ARM, ARM_429, COMPUTE_429, RUN_PUT, SUB, FakeClock, names
 from azure.core.utils import case_insensitive_dict
 
-from azrun.throttle import Throttle, ThrottleLimits, classify, client_kwargs
+from azrun.throttle import RequestClass, Throttle, ThrottleLimits, TokenBucket, classify, client_kwargs
 
 
 def test_buckets_for_a_run_command_put() -> None:
@@ -121,3 +121,69 @@ def test_disabled_throttle_is_inert() -> None:
     assert throttle.acquire(classify("PUT", RUN_PUT)) == 0.0
     assert throttle.observe(classify("PUT", RUN_PUT), 429, case_insensitive_dict({}), ARM_429) is False
     assert throttle.metrics().buckets == ()
+
+
+# -- per-VM buckets do not pile up ---------------------------------------------------------------
+def run_target(throttle: Throttle, clock: FakeClock, vm: int) -> None:
+    """A run command's requests for one VM (PUT, GET, DELETE), each answered at once."""
+    url = RUN_PUT.replace("vm-001", f"vm-{vm:05d}")
+    for method, header in (("PUT", "UpdateVMResource;11"), ("GET", "LowCostGetResource;35"),
+                           ("DELETE", "UpdateVMResource;10")):
+        rc = classify(method, url)
+        sent = throttle.begin(rc)
+        throttle.observe(rc, 200, case_insensitive_dict(
+            {"x-ms-ratelimit-remaining-resource": f"Microsoft.Compute/{header}"}), sent=sent)
+    clock.now += 0.25
+
+
+def per_vm(throttle: Throttle) -> list[str]:
+    return [b.name for b in throttle.metrics().buckets if "/virtualmachines/" in b.name]
+
+
+def test_full_idle_per_vm_buckets_are_dropped_as_the_run_goes() -> None:
+    clock = FakeClock()
+    throttle = Throttle(clock=clock, sleep=clock.sleep)
+    for vm in range(5000):
+        run_target(throttle, clock, vm)
+    alive = per_vm(throttle)
+    # 4 targets/s; a used per-VM bucket is full again after 30 s: ~120 VMs' buckets are in use
+    assert 100 < len(alive) <= 2048 < 2 * 5000
+    assert throttle.metrics().retired_buckets + len(alive) == 2 * 5000
+    assert "compute/rg-web/virtualmachines/vm-04999/update-vm" in alive  # the latest are kept
+
+
+def test_pruning_keeps_busy_buckets_and_the_metrics_of_dropped_ones() -> None:
+    clock = FakeClock()
+    throttle = Throttle(clock=clock, sleep=clock.sleep)
+    busy = classify("PUT", RUN_PUT)
+    sent = throttle.begin(busy)  # in flight: never dropped
+    throttle.observe(classify("PUT", RUN_PUT.replace("vm-001", "vm-002")), 429, case_insensitive_dict(
+        {"Retry-After": "1", "x-ms-ratelimit-remaining-resource": "Microsoft.Compute/UpdateVMResource;0"}), "{}")
+    clock.now += 600  # everything refills
+    assert throttle.prune() == 1
+    alive = per_vm(throttle)
+    assert alive == ["compute/rg-web/virtualmachines/vm-001/update-vm"]
+    metrics = throttle.metrics()
+    assert metrics.retired_429 == 1 and metrics.throttled_429 == 1  # vm-002's 429 outlives its bucket
+    throttle.observe(busy, 200, case_insensitive_dict({}), sent=sent)
+    assert throttle.prune() == 1 and per_vm(throttle) == []
+
+
+def test_a_bucket_pruned_while_a_request_looked_it_up_is_replaced() -> None:
+    class Racing(Throttle):
+        stale: list[TokenBucket] | None = None
+
+        def buckets_for(self, rc: RequestClass) -> list[TokenBucket]:
+            if self.stale is not None:
+                stale, self.stale = self.stale, None
+                return stale
+            return super().buckets_for(rc)
+
+    clock = FakeClock()
+    throttle = Racing(clock=clock, sleep=clock.sleep)
+    rc = classify("PUT", RUN_PUT)
+    throttle.stale = throttle.buckets_for(rc)  # looked up ...
+    assert throttle.prune() == 1  # ... then another thread dropped the idle per-VM bucket
+    sent = throttle.begin(rc)
+    assert not any(b.retired for b in sent.buckets) and len(sent.buckets) == 3
+    assert names(throttle)["compute/rg-web/virtualmachines/vm-001/update-vm"].level == 11  # the new one paid

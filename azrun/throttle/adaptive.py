@@ -202,11 +202,11 @@ class AdaptiveBucket(TokenBucket):
             srv.cut_at = now
 
     def _idle_locked(self) -> bool:
-        """Warm or never used, and nothing learned below the configured values: a fresh bucket
-        (cold, configured values) is then no less careful than this one."""
+        """Not waiting for an answer, and no refill learned below the configured one. A fresh
+        bucket is then no less careful: it starts cold (one wave, then the server's word, which
+        also relearns a smaller capacity), whereas a lower refill it could only relearn by 429s."""
         srv = self._srv
-        return (not srv.frozen or (srv.cold and self._taken == 0)) and (
-            self._capacity >= srv.ceiling_capacity and self._rate >= srv.ceiling_rate)
+        return (not srv.frozen or (srv.cold and self._taken == 0)) and self._rate >= srv.ceiling_rate
 
     def _thaw(self, t: float) -> None:
         """End a cold wave or hold at ``t``: refill counts from then, never for the time held."""

@@ -76,7 +76,7 @@ class TokenBucket:
     """
 
     __slots__ = (
-        "_async_sleep", "_capacity", "_clock", "_lock", "_name", "_paused_until", "_queued", "_rate",
+        "_async_sleep", "_capacity", "_clock", "_lock", "_name", "_paused_until", "_queued", "_rate", "_retired",
         "_seq", "_sleep", "_stamp", "_supply", "_taken", "_throttled", "_tickets", "_wait_s", "_waited",
     )
 
@@ -110,6 +110,7 @@ class TokenBucket:
         self._waited = 0
         self._wait_s = 0.0
         self._throttled = 0
+        self._retired = False
 
     # -- read-only properties -------------------------------------------------------------
     @property
@@ -136,6 +137,11 @@ class TokenBucket:
     @property
     def async_sleeper(self) -> AsyncSleep:
         return self._async_sleep
+
+    @property
+    def retired(self) -> bool:
+        """Dropped by its owner (see :meth:`retire_if_idle`): a fresh bucket replaces it."""
+        return self._retired
 
     @property
     def paused_until(self) -> float:
@@ -314,15 +320,21 @@ class TokenBucket:
             self._advance(now)
             return self._supply - self._taken
 
-    def idle_full(self, now: float | None = None) -> bool:
-        """Full, unpaused, nobody waiting and nothing in flight: dropping it loses nothing a
-        freshly made bucket would not relearn (see :meth:`Throttle.prune`)."""
+    def retire_if_idle(self, now: float | None = None) -> BucketStats | None:
+        """Retire the bucket if it is full, unpaused, nobody waits and nothing is in flight: a
+        freshly made bucket would then behave no less carefully, so its owner may drop it.
+        Returns its final stats (for the owner's totals), or ``None`` if it is in use."""
         now = self._clock() if now is None else now
         with self._lock:
             self._advance(now)
-            return (
-                not self._tickets and self._paused_until <= now and self._inflight() <= _EPS
-                and self._supply - self._taken >= self._capacity - _EPS and self._idle_locked()
+            if self._retired or self._tickets or self._paused_until > now or self._inflight() > _EPS:
+                return None
+            if self._supply - self._taken < self._capacity - _EPS or not self._idle_locked():
+                return None
+            self._retired = True
+            return BucketStats(
+                self._name, self._capacity, self._rate, self._supply - self._taken, 0,
+                self._waited, self._wait_s, self._throttled, 0.0,
             )
 
     def _idle_locked(self) -> bool:

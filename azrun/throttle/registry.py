@@ -22,7 +22,9 @@ Choices where the docs are silent:
 * ``x-ms-ratelimit-remaining-subscription-global-*`` is ignored: that bucket is 15x ours and
   shared by every principal; if others drain it, its 429 (``SubscriptionRequestsThrottled``)
   pauses our ARM bucket anyway. Requests without a subscription use the tenant headers.
-* ``Throttle.metrics()`` costs one lock per bucket, and there is a bucket per VM touched.
+* Per-VM buckets that are full and idle are dropped (:meth:`Throttle.prune`, run whenever their
+  number doubles, from 1,024): a run keeps the buckets of the VMs of about the last refill
+  interval, not one set per target. ``Throttle.metrics()`` costs one lock per bucket kept.
 * A 429 we cannot attribute (e.g. Network's ``RetryableErrorDueToAnotherOperation``, or a bare
   ``TooManyRequests``) pauses nothing; the retry policy sleeps for it as usual. An attributed
   429 without ``Retry-After`` pauses its bucket for ``1 / refill_per_s`` clipped to [1, 60] s.
@@ -62,22 +64,28 @@ from azrun.throttle.waiting import AsyncSleep, Clock, SyncSleep, aacquire_all, a
 __all__ = ["InFlight", "Throttle", "ThrottleMetrics"]
 
 _LOGGER = logging.getLogger(__name__)
+#: Per-VM buckets are pruned when their number reaches this, then whenever it doubles.
+_PRUNE_MIN = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class ThrottleMetrics:
-    """Per-bucket stats plus 429s no bucket could be blamed for."""
+    """Per-bucket stats plus 429s no bucket could be blamed for, and the totals of the per-VM
+    buckets dropped since (see :meth:`Throttle.prune`)."""
 
     buckets: tuple[BucketStats, ...]
     unattributed_429: int
+    retired_buckets: int = 0
+    retired_wait_s: float = 0.0
+    retired_429: int = 0
 
     @property
     def wait_s(self) -> float:
-        return sum(b.wait_s for b in self.buckets)
+        return self.retired_wait_s + sum(b.wait_s for b in self.buckets)
 
     @property
     def throttled_429(self) -> int:
-        return self.unattributed_429 + sum(b.throttled_429 for b in self.buckets)
+        return self.unattributed_429 + self.retired_429 + sum(b.throttled_429 for b in self.buckets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +126,9 @@ class Throttle:
         self._policies: dict[str, Policy] = {}  # memo of parse_policy
         self._learned_cap: dict[str, float] = {}
         self._unattributed = 0
+        self._per_resource = 0  # buckets keyed on one VM: the ones there are thousands of
+        self._prune_at = _PRUNE_MIN
+        self._retired = (0, 0.0, 0)  # buckets, wait_s, 429s of the per-VM buckets dropped
 
     @property
     def enabled(self) -> bool:
@@ -134,9 +145,14 @@ class Throttle:
             name = f"compute/{prefix.rsplit('/', 1)[-1]}/{path}/{what}"
         else:
             name = f"{'compute' if kind == 'sub' else kind}/{scope or 'tenant'}/{what}"
+        per_resource = kind == "res" or scope.startswith("/")
+        if per_resource and self._per_resource >= self._prune_at:
+            self.prune()
+            self._prune_at = max(_PRUNE_MIN, 2 * self._per_resource)  # amortised O(1) per bucket made
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None:
+                self._per_resource += per_resource
                 bucket = self._buckets[key] = AdaptiveBucket(
                     limit.burst, limit.per_s, name=name, clock=self._clock, sleep=self._sleep,
                     async_sleep=self._async_sleep, initial=initial,
@@ -226,13 +242,28 @@ class Throttle:
         """Wait (blocking) for a token from every bucket of ``rc``, then count the attempt as in flight."""
         buckets = tuple(self.buckets_for(rc)) if self.enabled else ()
         waited = acquire_all(buckets, track=True)
+        if any(b.retired for b in buckets):
+            buckets, fresh = self._replace_retired(rc, buckets)
+            waited += acquire_all(fresh, track=True)
         return InFlight(rc, buckets, self._clock(), waited)
 
     async def abegin(self, rc: RequestClass) -> InFlight:
         """Async :meth:`begin`; cancelling the wait gives the tokens back."""
         buckets = tuple(self.buckets_for(rc)) if self.enabled else ()
         waited = await aacquire_all(buckets, track=True)
+        if any(b.retired for b in buckets):
+            buckets, fresh = self._replace_retired(rc, buckets)
+            waited += await aacquire_all(fresh, track=True)
         return InFlight(rc, buckets, self._clock(), waited)
+
+    def _replace_retired(
+        self, rc: RequestClass, buckets: tuple[TokenBucket, ...],
+    ) -> tuple[tuple[TokenBucket, ...], tuple[TokenBucket, ...]]:
+        """Another thread pruned a bucket between our lookup and our reservation: the token must
+        come from its replacement. Returns (the buckets to report on, the ones still to pay)."""
+        kept = tuple(b for b in buckets if not b.retired)
+        fresh = tuple(b for b in self.buckets_for(rc) if b not in kept)
+        return kept + fresh, fresh
 
     def abandon(self, sent: InFlight) -> None:
         """An attempt ended without an answer (connection error, cancellation): it is no longer in
@@ -299,10 +330,37 @@ class Throttle:
         hit = hit or [b for b, count in seen if count <= 0]
         return hit or ([arm] if arm_left is not None and arm_left < 1 else [])
 
+    def prune(self) -> int:
+        """Drop the per-VM buckets that are full and idle; return how many went.
+
+        A full, idle bucket knows nothing a new one would not relearn: the next request for that
+        VM gets a fresh (cold) bucket, as a VM seen for the first time does. Their waits and
+        429s stay in :meth:`metrics`. Called by the registry itself whenever the number of per-VM
+        buckets doubles; a fleet run therefore keeps about the VMs of the last refill interval,
+        not one bucket set per target (issue 17: ~3.5 KB per bucket).
+        """
+        now = self._clock()
+        with self._lock:
+            candidates = [(k, b) for k, b in self._buckets.items() if k[0] == "res" or k[1].startswith("/")]
+        dropped, wait_s, hits = 0, 0.0, 0
+        for key, bucket in candidates:
+            if (stats := bucket.retire_if_idle(now)) is None:
+                continue
+            with self._lock:
+                if self._buckets.get(key) is bucket:
+                    del self._buckets[key]
+                    self._per_resource -= 1
+            dropped, wait_s, hits = dropped + 1, wait_s + stats.wait_s, hits + stats.throttled_429
+        with self._lock:
+            n, w, h = self._retired
+            self._retired = (n + dropped, w + wait_s, h + hits)
+        return dropped
+
     def metrics(self) -> ThrottleMetrics:
         """A consistent-enough snapshot of every bucket (one lock per bucket; cheap)."""
         now = self._clock()
-        return ThrottleMetrics(tuple(b.snapshot(now) for b in tuple(self._buckets.values())), self._unattributed)
+        buckets = tuple(b.snapshot(now) for b in tuple(self._buckets.values()))
+        return ThrottleMetrics(buckets, self._unattributed, *self._retired)
 
     snapshot = metrics
 
