@@ -111,7 +111,9 @@ def _print_error(message: str, hint: str | None, *, no_color: bool = False) -> N
 
 def _register_commands() -> None:
     # each module adds its commands to `app`
-    from azrun.cli import _auth, _config, _logs, _run, _sim, _targets  # noqa: F401
+    from azrun.cli import _auth, _config, _logs, _report, _run, _sim, _targets  # noqa: F401
+
+    _report.register(app)
 
 
 _register_commands()

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from rich.live import Live
 
     from azrun.fleet import ProgressSnapshot
-    from azrun.output._tail import Sink
+    from azrun.output import Sink
 
 __all__ = ["Display", "LiveProgress", "PlainProgress", "QuietProgress", "make_display", "render_panel"]
 
@@ -281,7 +281,7 @@ def make_display(
     ``live=None`` picks the rich panel when ``err`` (default stderr) is a terminal and neither
     ``--quiet`` nor ``--debug`` (whose log lines would tear the panel) is on.
     """
-    from azrun.output import OutputMode, make_sink
+    from azrun.cli._print import OutputMode, make_sink
 
     try:
         chosen = OutputMode(mode)
