@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, NewType
 
 from azrun._compat import StrEnum
+from azrun.config import DEFAULT_TIMEOUT_S
 
 RunId = NewType("RunId", str)
 
@@ -134,7 +135,7 @@ class RunSpec:
     protected_parameters: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     run_as_user: str | None = None
     run_as_password: str | None = field(default=None, repr=False)
-    timeout_s: int = 3600
+    timeout_s: int = DEFAULT_TIMEOUT_S
     async_execution: bool = True
     script_name: str = ""  # what the user called it ("patch.sh", "inline")
 

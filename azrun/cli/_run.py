@@ -45,6 +45,7 @@ from azrun.cli._run_inputs import (
     open_ledger,
     recorded_spec,
     run_as_password,
+    run_timeout_s,
     say,
     script_manifest,
     script_source,
@@ -171,7 +172,6 @@ def run_cmd(
     Example: azrun run --tag env=prod --script patch.sh --max-concurrency 10% --max-errors 2
     """
     from azrun.cli._options import selector_from_options
-    from azrun.cli._run_view import parse_duration
     from azrun.models import RunSpec
 
     selector = selector_from_options(
@@ -186,8 +186,7 @@ def run_cmd(
     password = run_as_password(run_as, run_as_password_env, run_as_password_file, ask_run_as_password)
     settings = load_settings(output_container=output_container, storage_account=storage_account,
                              blob_identity=blob_identity, state_dir=str(state_dir) if state_dir else None)
-    timeout_s = int(parse_duration(timeout, flag="--timeout")) if timeout else int(
-        manifest.timeout_s or settings.get("timeout") or 3600)
+    timeout_s = run_timeout_s(timeout, manifest.timeout_s, settings)
     spec = RunSpec(
         **src, script_uri_identity=script_uri_identity, parameters=public, protected_parameters=protected,
         run_as_user=run_as, run_as_password=password, timeout_s=timeout_s, async_execution=not sync,

@@ -36,6 +36,7 @@ __all__ = [
     "recorded_spec",
     "resolve_state_dir",
     "run_as_password",
+    "run_timeout_s",
     "say",
     "script_manifest",
     "script_source",
@@ -65,9 +66,8 @@ def say(text: str) -> None:
 
 
 def resolve_state_dir(override: Path | None) -> Path:
-    from azrun.config import state_dir
-
-    return state_dir(override=str(override) if override else None)
+    """``--state-dir``, else the ``state_dir`` setting (env, config file), else the platform's."""
+    return load_settings(state_dir=str(override) if override else None).state_dir()
 
 
 def open_ledger(override: Path | None) -> Ledger:
@@ -172,15 +172,33 @@ def run_as_password(run_as: str | None, env_var: str | None, file: Path | None, 
 
 
 def load_settings(**flags: Any) -> Settings:
+    """The one settings resolution (:mod:`azrun.config`) with these flags on top (None = not given)."""
     from azrun.config import Settings
 
     return Settings.load(flags={k: v for k, v in flags.items() if v is not None})
 
 
+def run_timeout_s(flag: str | None, manifest_timeout_s: int | None, settings: Settings) -> int:
+    """``--timeout``, else the script manifest's ``timeout``, else the setting (env, file, default);
+    every source through the same parser and limits (:func:`azrun.config.parse_timeout`)."""
+    from azrun.config import parse_timeout
+
+    if flag:
+        return parse_timeout(flag, what="--timeout")
+    if manifest_timeout_s:
+        return parse_timeout(manifest_timeout_s, what="the script manifest's timeout")
+    return settings.timeout_s()
+
+
 async def open_output(settings: Settings, factory: ClientFactory, mode: str) -> OutputStore | None:
     from azrun.output import NO_STORAGE_NOTICE, OutputStore
 
-    store = await OutputStore.from_settings(settings, factory)
+    choice = settings.output()
+    url = choice.url(factory.cloud.storage_suffix) if choice else None
+    store = None
+    if choice is not None and url is not None:
+        store = await OutputStore.open(container_url=url, factory=factory, connection_string=choice.connection_string,
+                                       blob_identity=choice.blob_identity)
     if store is None and mode != "quiet":
         say(f"note: {NO_STORAGE_NOTICE}")
     return store
@@ -199,23 +217,23 @@ def make_observer(mode: str, verbose: bool) -> FleetObserver:
 
 
 def make_fleet(factory: ClientFactory, state_dir: Path | None, store: OutputStore | None, settings: Settings) -> Fleet:
-    from azrun.cli._options import default_subscriptions
+    """The same construction as :meth:`azrun.Fleet.from_env`, from the CLI's settings."""
     from azrun.fleet import Fleet
 
-    return Fleet(factory=factory, state_dir=resolve_state_dir(state_dir), output=store,
-                 default_subscriptions=default_subscriptions(settings))
+    if state_dir is not None:
+        settings = settings.with_flags(state_dir=str(state_dir))
+    return Fleet.from_env(settings=settings, factory=factory, output=store)
 
 
 def fleet_options(settings: Settings, max_concurrency: str | None, max_errors: str | None, canary: int, keep: bool,
              grace: str | None) -> Any:
-    from azrun.cli._run_view import parse_duration
+    from azrun.config import parse_duration
     from azrun.fleet import FleetOptions
 
+    chosen = settings.with_flags(max_concurrency=max_concurrency, max_errors=max_errors)
     return FleetOptions.make(
-        max_concurrency=max_concurrency or str(settings.get("max_concurrency") or "50"),
-        max_errors=max_errors or str(settings.get("max_errors") or "0"),
-        canary=canary, keep=keep,
-        watchdog_grace_s=parse_duration(grace, flag="--watchdog-grace") if grace else None,
+        max_concurrency=chosen.max_concurrency(), max_errors=chosen.max_errors(), canary=canary, keep=keep,
+        watchdog_grace_s=parse_duration(grace, what="--watchdog-grace") if grace else None,
     )  # fmt: skip
 
 
@@ -270,9 +288,7 @@ async def session(
     settings: Settings, state_dir: Path | None, output_mode: str, start: Callable[[Fleet], Awaitable[RunHandle]]
 ) -> int:
     """Open the clients, the output store and the fleet; ``start`` a run; drive it; print; exit code."""
-    from azrun.cli._options import client_factory
-
-    factory = client_factory(settings)
+    factory = settings.client_factory()
     store = None
     try:
         store = await open_output(settings, factory, output_mode)

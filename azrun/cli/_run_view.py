@@ -9,14 +9,12 @@ the non-TTY view.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TextIO
 
-from azrun.errors import ConfigError
 from azrun.fleet import ProgressSnapshot
 from azrun.models import FleetResult, Target, TargetResult, TargetState
 
@@ -31,8 +29,6 @@ __all__ = [
     "root_flag",
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$", re.IGNORECASE)
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _STATE_COLOR = {
     TargetState.SUCCEEDED: "32", TargetState.FAILED: "31", TargetState.TIMED_OUT: "31",
     TargetState.UNDELIVERABLE: "31", TargetState.CANCELED: "33", TargetState.SKIPPED: "33",
@@ -41,11 +37,10 @@ _STATE_COLOR = {
 
 
 def parse_duration(text: str, *, flag: str) -> float:
-    """``"90"``/``"90s"``/``"10m"``/``"2h"``/``"7d"``/``"1w"`` -> seconds."""
-    found = _DURATION.match(str(text))
-    if not found:
-        raise ConfigError(f"{flag} {text!r} is not a duration", hint="e.g. 90s, 10m, 2h, 7d")
-    return float(found.group(1)) * _UNIT[found.group(2).lower()]
+    """``"90"``/``"90s"``/``"10m"``/``"2h"``/``"7d"``/``"1w"`` -> seconds (:func:`azrun.config.parse_duration`)."""
+    from azrun.config import parse_duration as parse
+
+    return parse(text, what=flag)
 
 
 def root_flag(name: str) -> bool:

@@ -6,15 +6,30 @@
 * :class:`Runner` (``_runner``): one run's state machine (dispatch, budgets, canary, watchdog);
   :class:`Work` (``_work``) is a target's live record; ``_deliver`` sends one PUT.
 * :class:`PollScheduler` (``_poll``): completion polling on a schedule within the read budget.
-* :class:`FleetObserver`, :class:`ProgressSnapshot`, :class:`Scrubber` (``_events``).
+* :class:`FleetObserver`, :class:`ProgressSnapshot`, :class:`Scrubber`, the typed events of
+  ``handle.events()`` (``_events``); :class:`RunHandle` and the cancellation contract (``_handle``).
 * :func:`respec` (``_spec``): rebuild a run's spec for resume/rerun; :func:`cleanup` (``_cleanup``).
 """
 
 from __future__ import annotations
 
 from azrun.fleet._cleanup import CleanupReport, cleanup
-from azrun.fleet._events import FleetObserver, NullObserver, ProgressSnapshot, RecordingObserver, Scrubber
-from azrun.fleet._fleet import RERUN_STATES, Fleet, RunHandle, RunStatus
+from azrun.fleet._events import (
+    FleetEvent,
+    FleetObserver,
+    NullObserver,
+    OutputLine,
+    Progress,
+    ProgressSnapshot,
+    RecordingObserver,
+    RunSummary,
+    Scrubber,
+    TargetDispatched,
+    TargetFinished,
+    TargetRunning,
+)
+from azrun.fleet._fleet import RERUN_STATES, Fleet, RunDefaults, RunStatus
+from azrun.fleet._handle import DETACH_GRACE_S, RunHandle
 from azrun.fleet._options import Budget, FleetOptions, PollPolicy
 from azrun.fleet._poll import DurationStats, PollScheduler, first_delay, next_delay
 from azrun.fleet._runner import WATCHDOG_MESSAGE, Runner
@@ -22,23 +37,32 @@ from azrun.fleet._spec import check_same_spec, respec
 from azrun.fleet._work import Undeliverable, Work
 
 __all__ = [
+    "DETACH_GRACE_S",
     "RERUN_STATES",
     "WATCHDOG_MESSAGE",
     "Budget",
     "CleanupReport",
     "DurationStats",
     "Fleet",
+    "FleetEvent",
     "FleetObserver",
     "FleetOptions",
     "NullObserver",
+    "OutputLine",
     "PollPolicy",
     "PollScheduler",
+    "Progress",
     "ProgressSnapshot",
     "RecordingObserver",
+    "RunDefaults",
     "RunHandle",
     "RunStatus",
+    "RunSummary",
     "Runner",
     "Scrubber",
+    "TargetDispatched",
+    "TargetFinished",
+    "TargetRunning",
     "Undeliverable",
     "Work",
     "check_same_spec",

@@ -7,13 +7,28 @@ to observers has already passed through the run's :class:`Scrubber`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from azrun.models import Target, TargetResult
+from azrun.models import FleetResult, Target, TargetResult, TargetState
 
-__all__ = ["FleetObserver", "NullObserver", "ProgressSnapshot", "RecordingObserver", "Scrubber"]
+__all__ = [
+    "EventHub",
+    "FleetEvent",
+    "FleetObserver",
+    "NullObserver",
+    "OutputLine",
+    "Progress",
+    "ProgressSnapshot",
+    "RecordingObserver",
+    "RunSummary",
+    "Scrubber",
+    "TargetDispatched",
+    "TargetFinished",
+    "TargetRunning",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +127,137 @@ class Scrubber:
 
     def __repr__(self) -> str:
         return f"Scrubber({len(self._secrets)} secrets)"
+
+
+# -- typed events for ``async for event in handle.events()`` -------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TargetDispatched:
+    """A target's run command is about to be sent (its ledger row says Dispatching)."""
+
+    result: TargetResult
+
+    @property
+    def target(self) -> Target:
+        return self.result.target
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRunning:
+    """Azrun accepted the run command; the script runs (or is about to) on the machine."""
+
+    result: TargetResult
+
+    @property
+    def target(self) -> Target:
+        return self.result.target
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLine:
+    """One line of a target's ``stdout`` or ``stderr`` (secrets already masked)."""
+
+    target: Target
+    stream: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class TargetFinished:
+    """A target reached its final state (Succeeded, Failed, TimedOut, Canceled, Skipped, Undeliverable)."""
+
+    result: TargetResult
+
+    @property
+    def target(self) -> Target:
+        return self.result.target
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """About once a second: counts, rates, throttle waits."""
+
+    snapshot: ProgressSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """The last event: every target's result and how the run ended (``succeeded``, ``failed``,
+    ``canceled``, or ``interrupted``: detached, resumable)."""
+
+    result: FleetResult
+    status: str
+
+
+FleetEvent = TargetDispatched | TargetRunning | OutputLine | TargetFinished | Progress | RunSummary
+"""Everything :meth:`azrun.fleet.RunHandle.events` yields."""
+
+
+class EventHub:
+    """An observer that forwards to ``inner`` and keeps the run's events for ``events()``.
+
+    Every subscriber sees every event from the start of the run (late subscribers replay the
+    history), ending with :class:`RunSummary`. Output lines past ``max_events`` are counted in
+    :attr:`dropped` instead of kept, so a chatty run cannot grow memory without bound.
+    """
+
+    def __init__(self, inner: FleetObserver, *, max_events: int = 200_000) -> None:
+        self.inner = inner
+        self.max_events = max_events
+        self.dropped = 0
+        self._events: list[FleetEvent] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"EventHub(events={len(self._events)}, dropped={self.dropped}, closed={self._closed})"
+
+    def _push(self, event: FleetEvent) -> None:
+        if self._closed:
+            return
+        if len(self._events) >= self.max_events and isinstance(event, OutputLine | Progress):
+            self.dropped += 1
+            return
+        self._events.append(event)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def on_target(self, result: TargetResult) -> None:
+        self.inner.on_target(result)
+        if result.state is TargetState.DISPATCHING:
+            self._push(TargetDispatched(result))
+        elif result.state is TargetState.RUNNING:
+            self._push(TargetRunning(result))
+        elif result.state.terminal:
+            self._push(TargetFinished(result))
+
+    def on_line(self, target: Target, stream: str, line: str) -> None:
+        self.inner.on_line(target, stream, line)
+        self._push(OutputLine(target, stream, line))
+
+    def on_progress(self, snapshot: ProgressSnapshot) -> None:
+        self.inner.on_progress(snapshot)
+        self._push(Progress(snapshot))
+
+    def close(self, summary: RunSummary | None) -> None:
+        """The run ended: push the summary (if any) and end every subscription."""
+        if summary is not None:
+            self._push(summary)
+        self._closed = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters = []
+
+    async def subscribe(self) -> AsyncIterator[FleetEvent]:
+        index = 0
+        while True:
+            while index < len(self._events):
+                yield self._events[index]
+                index += 1
+            if self._closed:
+                return
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter

@@ -15,72 +15,39 @@ the same one after a crash) can ``status``, ``resume``, ``rerun`` or ``cancel`` 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from azrun.errors import AzrunError, ConfigError, NoTargetsMatched
+from azrun.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS, DEFAULT_TIMEOUT_S
+from azrun.errors import ConfigError, NoTargetsMatched
 from azrun.fleet._cleanup import CleanupReport, cleanup
-from azrun.fleet._events import FleetObserver, NullObserver, ProgressSnapshot, Scrubber
+from azrun.fleet._events import EventHub, FleetObserver, NullObserver, Scrubber
+from azrun.fleet._handle import RunHandle
 from azrun.fleet._options import FleetOptions
 from azrun.fleet._output import InstanceViewOutput, OutputPort, StoreOutput
 from azrun.fleet._runner import Runner
 from azrun.fleet._spec import check_same_spec
 from azrun.fleet._work import Work, works_for
+from azrun.ledger import LeaseHolder
 from azrun.models import FleetResult, RunId, RunSpec, SkippedTarget, Target, TargetState
-from azrun.runcommand import RunCommandClient, new_run_id, run_command_name
+from azrun.runcommand import RunCommandClient, check_request_size, new_run_id, run_command_name
 
 if TYPE_CHECKING:
     from azrun.clients import ClientFactory
+    from azrun.config import OutputChoice, Settings
     from azrun.ledger import Ledger, RunRecord, TargetRecord
     from azrun.output import OutputStore
     from azrun.targets import Selection, Selector
 
-__all__ = ["RERUN_STATES", "Fleet", "RunHandle", "RunStatus"]
+__all__ = ["RERUN_STATES", "Fleet", "RunDefaults", "RunStatus"]
 
 #: ``rerun --failed`` picks these.
 RERUN_STATES = (TargetState.FAILED, TargetState.TIMED_OUT, TargetState.UNDELIVERABLE)
 _RESUMABLE = (TargetState.PENDING, TargetState.DISPATCHING, TargetState.RUNNING)
 #: States whose run command exists (or existed): resume must delete it once finished.
 _SENT = (TargetState.RUNNING, TargetState.SUCCEEDED, TargetState.FAILED, TargetState.TIMED_OUT, TargetState.CANCELED)
-
-
-class RunHandle:
-    """A run in progress: control it, watch it, wait for it."""
-
-    def __init__(self, runner: Runner, task: asyncio.Task[FleetResult]) -> None:
-        self.runner = runner
-        self._task = task
-
-    def __repr__(self) -> str:
-        return f"RunHandle({self.run_id!r}, done={self._task.done()})"
-
-    @property
-    def run_id(self) -> RunId:
-        return self.runner.run_id
-
-    def stop_dispatch(self, reason: str = "dispatch stopped") -> None:
-        """Dispatch nothing more; in-flight targets finish; the rest end Skipped."""
-        self.runner.stop_dispatch(reason)
-
-    def cancel(self, reason: str = "run canceled") -> None:
-        """Stop dispatching and cancel (DELETE) every in-flight run command."""
-        self.runner.request_cancel(reason)
-
-    def detach(self, reason: str = "run interrupted; in-flight targets left running") -> None:
-        """Stop dispatching and stop watching; in-flight targets keep running (``resume`` later)."""
-        self.runner.request_detach(reason)
-
-    def snapshot(self) -> ProgressSnapshot:
-        return self.runner.snapshot()
-
-    def done(self) -> bool:
-        return self._task.done()
-
-    async def wait(self) -> FleetResult:
-        return await self._task
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +65,15 @@ class RunStatus:
 
     def result(self) -> FleetResult:
         return FleetResult(RunId(self.run.id), tuple(t.to_result() for t in self.targets))
+
+
+@dataclass(frozen=True, slots=True)
+class RunDefaults:
+    """What a run uses when the caller does not say (from the settings in :meth:`Fleet.from_env`)."""
+
+    max_concurrency: str = DEFAULT_MAX_CONCURRENCY
+    max_errors: str = DEFAULT_MAX_ERRORS
+    timeout_s: int = DEFAULT_TIMEOUT_S
 
 
 class Fleet:
@@ -120,53 +96,105 @@ class Fleet:
         factory: ClientFactory | None = None,
         state_dir: Path | str | None = None,
         ledger: Ledger | None = None,
-        output: OutputStore | None = None,
+        output: OutputStore | OutputChoice | None = None,
         observer: FleetObserver | None = None,
         default_subscriptions: Sequence[str] = (),
         api_version: str | None = None,
+        defaults: RunDefaults | None = None,
     ) -> None:
         from azrun.clients import ClientFactory
-        from azrun.config import state_dir as default_state_dir
+        from azrun.config import OutputChoice
 
         self._own_factory = factory is None
         self.factory = factory or ClientFactory.from_env()
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._ledger = ledger
         self._own_ledger = ledger is None
-        self._default_state_dir = default_state_dir
-        self.output = output
+        self._output_choice = output if isinstance(output, OutputChoice) else None
+        self.output: OutputStore | None = None if isinstance(output, OutputChoice) else output
+        self._own_output = False
         self.observer: FleetObserver = observer or NullObserver()
         self.default_subscriptions = tuple(default_subscriptions)
+        self.defaults = defaults or RunDefaults()
         self.client = RunCommandClient(self.factory, api_version=api_version)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> Fleet:
-        """A fleet for the environment: cloud, identity, throttle, state dir and subscription."""
-        from azrun.clients import ClientFactory
-        from azrun.config import state_dir
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        settings: Settings | None = None,
+        factory: ClientFactory | None = None,
+        state_dir: Path | str | None = None,
+        ledger: Ledger | None = None,
+        output: OutputStore | OutputChoice | None = None,
+        observer: FleetObserver | None = None,
+        api_version: str | None = None,
+    ) -> Fleet:
+        """A fleet configured exactly as ``azrun run`` would be here: the settings (environment
+        over the config file over the defaults, :mod:`azrun.config`) choose the cloud, identity
+        (``AZRUN_CLIENT_ID`` / ``AZURE_CLIENT_ID``), auth mode, output storage
+        (``AZRUN_OUTPUT_CONTAINER`` / ``AZRUN_STORAGE_ACCOUNT``, ``AZRUN_BLOB_IDENTITY``), state dir,
+        subscriptions and the run defaults (concurrency, errors, timeout). Keyword arguments given
+        here win over the settings. The output container is opened (and checked) on ``async with``
+        or at the first run.
+        """
+        from azrun.config import Settings
 
-        env = os.environ if environ is None else environ
-        own_factory = kwargs.get("factory") is None
-        if own_factory:
-            kwargs["factory"] = ClientFactory.from_env(env)
-        if kwargs.get("state_dir") is None and kwargs.get("ledger") is None:
-            kwargs["state_dir"] = state_dir(env)
-        if env.get("AZURE_SUBSCRIPTION_ID"):
-            kwargs.setdefault("default_subscriptions", (env["AZURE_SUBSCRIPTION_ID"],))
-        fleet = cls(**kwargs)
-        fleet._own_factory = own_factory
+        chosen = settings or Settings.load(environ=environ)
+        fleet = cls(
+            factory=factory or chosen.client_factory(),
+            state_dir=state_dir if state_dir is not None or ledger is not None else chosen.state_dir(),
+            ledger=ledger,
+            output=output if output is not None else chosen.output(),
+            observer=observer,
+            default_subscriptions=chosen.subscriptions(),
+            api_version=api_version,
+            defaults=RunDefaults(chosen.max_concurrency(), chosen.max_errors(), chosen.timeout_s()),
+        )
+        fleet._own_factory = factory is None
         return fleet
 
     def __repr__(self) -> str:
         return f"Fleet(ledger={str(self.ledger.path)!r}, output={self.output!r})"
 
     async def __aenter__(self) -> Fleet:
+        try:
+            await self.aopen()
+        except BaseException:
+            await self.aclose()
+            raise
         return self
+
+    async def aopen(self) -> None:
+        """Open (and check) the output container the settings named, if not open yet.
+
+        Raises:
+            OutputError: the container does not exist or azrun may not use it.
+        """
+        if self.output is not None or self._output_choice is None:
+            return
+        from azrun.output import OutputStore
+
+        choice = self._output_choice
+        url = choice.url(self.factory.cloud.storage_suffix)
+        if url is None:
+            return
+        self.output = await OutputStore.open(
+            container_url=url, factory=self.factory, connection_string=choice.connection_string,
+            blob_identity=choice.blob_identity,
+        )  # fmt: skip
+        self._own_output = True
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close what this fleet opened (output store, clients, ledger)."""
+        if self._own_output and self.output is not None:
+            await self.output.aclose()
+            self.output = None
+            self._own_output = False
         if self._own_factory:
             await self.factory.aclose()
         if self._own_ledger and self._ledger is not None:
@@ -176,9 +204,10 @@ class Fleet:
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
+            from azrun.config import state_dir
             from azrun.ledger import Ledger
 
-            self._ledger = Ledger.open(self._state_dir or self._default_state_dir())
+            self._ledger = Ledger.open(self._state_dir or state_dir())
         return self._ledger
 
     # -- targets -------------------------------------------------------------------------------
@@ -220,46 +249,88 @@ class Fleet:
         spec: RunSpec | str,
         *,
         options: FleetOptions | None = None,
+        max_concurrency: str | int | None = None,
+        max_errors: str | int | None = None,
+        canary: int | None = None,
+        keep: bool | None = None,
         observer: FleetObserver | None = None,
         run_id: str | None = None,
         record: Mapping[str, Any] | None = None,
-        **option_kwargs: Any,
     ) -> RunHandle:
         """Resolve targets, record the run, and start it; returns at once with a :class:`RunHandle`.
 
-        ``option_kwargs`` are :class:`FleetOptions` fields (``max_concurrency="10%"``,
-        ``max_errors=2``, ``canary=1``, ``keep=True`` ...) when ``options`` is not given.
-        ``record`` is stored with the run's options (the CLI keeps the script's path there).
+        Args:
+            targets: a selector (resolved here), a resolved selection, or targets.
+            spec: what to run; a plain string is an inline script with the fleet's default timeout.
+            options: every knob at once; or give ``max_concurrency`` (``N`` / ``N%``),
+                ``max_errors``, ``canary`` and ``keep`` (the rest of :class:`FleetOptions` keeps
+                its defaults; unset ones take the fleet's defaults, from the settings).
+            observer: this run's observer (default: the fleet's).
+            record: stored with the run's options (the CLI keeps the script's path there).
+
+        Raises:
+            ConfigError: a bad budget (``max_concurrency=0`` can never run anything).
+            NoTargetsMatched: nothing to run on.
         """
         if isinstance(spec, str):
-            spec = RunSpec(script=spec, script_name="inline")
-        opts = options or FleetOptions.make(**option_kwargs)
+            spec = RunSpec(script=spec, script_name="inline", timeout_s=self.defaults.timeout_s)
+        check_request_size(spec)  # a body Azure would refuse is refused here, before any dispatch
+        opts = self._options(options, max_concurrency, max_errors, canary, keep)
         chosen, skipped, selector = await self._targets(targets)
+        await self.aopen()
         rid = RunId(run_id or new_run_id())
         name = run_command_name(rid)
-        self.ledger.create_run(
-            rid, spec=spec, targets=chosen, skipped=skipped, selector=selector,
+        holder = LeaseHolder.this_process()
+        ledger = self.ledger
+        await asyncio.to_thread(
+            ledger.create_run, rid, spec=spec, targets=chosen, skipped=skipped, selector=selector,
             options={"fleet": opts.to_dict(), "run_command_name": name,
                      "password": bool(spec.run_as_password), **dict(record or {})},
+            holder=holder,
         )  # fmt: skip
         works = works_for(chosen, name)
         works += [Work(target=s.target, seq=len(works) + i, run_command_name=name, state=TargetState.SKIPPED,
                        message=s.reason) for i, s in enumerate(skipped)]
-        return self._launch(rid, spec, spec.timeout_s, works, opts, observer)
+        return self._launch(rid, spec, spec.timeout_s, works, opts, observer, holder)
+
+    def _options(
+        self, options: FleetOptions | None, max_concurrency: str | int | None, max_errors: str | int | None,
+        canary: int | None, keep: bool | None,
+    ) -> FleetOptions:
+        from azrun.config import parse_budget
+
+        given = {k: v for k, v in (("canary", canary), ("keep", keep)) if v is not None}
+        if options is None:
+            options = FleetOptions.make(
+                max_concurrency=parse_budget(
+                    self.defaults.max_concurrency if max_concurrency is None else max_concurrency,
+                    what="max_concurrency", allow_zero=False),
+                max_errors=parse_budget(self.defaults.max_errors if max_errors is None else max_errors,
+                                        what="max_errors", allow_zero=True),
+                **given,
+            )  # fmt: skip
+        elif max_concurrency is not None or max_errors is not None or given:
+            raise ConfigError("give either options= or max_concurrency/max_errors/canary/keep, not both",
+                              hint="put them in the FleetOptions")
+        if options.max_concurrency.value == 0:
+            raise ConfigError("max_concurrency 0: nothing could ever run", hint="use at least 1 (or a percentage above 0%)")
+        return options
 
     def _launch(
         self, rid: RunId, spec: RunSpec | None, timeout_s: int, works: list[Work], opts: FleetOptions,
-        observer: FleetObserver | None,
+        observer: FleetObserver | None, holder: LeaseHolder,
     ) -> RunHandle:
-        obs = observer or self.observer
+        from azrun.ledger import RunLedger
+
+        hub = EventHub(observer or self.observer)
         scrub = Scrubber([v for _, v in spec.protected_parameters] + [spec.run_as_password or ""] if spec else [])
+        ledger = RunLedger(self.ledger.path, rid, holder)
         runner = Runner(
-            run_id=rid, spec=spec, timeout_s=timeout_s, works=works, ledger=self.ledger, client=self.client,
-            output=self._output_port(rid, obs, scrub, opts), options=opts, observer=obs, scrub=scrub,
+            run_id=rid, spec=spec, timeout_s=timeout_s, works=works, ledger=ledger, client=self.client,
+            output=self._output_port(rid, hub, scrub, opts), options=opts, observer=hub, scrub=scrub,
             read_refill_per_s=self._read_refill(), throttle=self.factory.throttle,
         )  # fmt: skip
-        task = asyncio.get_running_loop().create_task(runner.execute(), name=f"azrun-run-{rid}")
-        return RunHandle(runner, task)
+        return RunHandle(runner, ledger, hub)
 
     def _output_port(self, rid: str, obs: FleetObserver, scrub: Scrubber, opts: FleetOptions) -> OutputPort:
         def sink(target: Target, stream: str, line: str) -> None:
@@ -279,10 +350,21 @@ class Fleet:
         self,
         targets: Selector | Selection | Sequence[Target] | Target,
         spec: RunSpec | str,
-        **kwargs: Any,
+        *,
+        options: FleetOptions | None = None,
+        max_concurrency: str | int | None = None,
+        max_errors: str | int | None = None,
+        canary: int | None = None,
+        keep: bool | None = None,
+        observer: FleetObserver | None = None,
+        run_id: str | None = None,
+        record: Mapping[str, Any] | None = None,
     ) -> FleetResult:
-        """Run ``spec`` on ``targets`` and wait: :meth:`start` + :meth:`RunHandle.wait`."""
-        handle = await self.start(targets, spec, **kwargs)
+        """Run ``spec`` on ``targets`` and wait: :meth:`start` (same arguments) + :meth:`RunHandle.wait`."""
+        handle = await self.start(
+            targets, spec, options=options, max_concurrency=max_concurrency, max_errors=max_errors, canary=canary,
+            keep=keep, observer=observer, run_id=run_id, record=record,
+        )  # fmt: skip
         return await handle.wait()
 
     # -- resume / rerun / cancel -----------------------------------------------------------------
@@ -303,11 +385,6 @@ class Fleet:
         (the same script and protected values) is needed only when something must be dispatched.
         """
         record = self.ledger.require_run(run_id)
-        if record.driven_here_by_live_process:
-            raise AzrunError(
-                f"run {record.id} is still being driven by process {record.pid}",
-                hint=f"wait for it, or stop it with 'azrun cancel {record.id}'",
-            )
         rows = self.ledger.targets(record.id)
         must_dispatch = any(r.state in (TargetState.PENDING, TargetState.DISPATCHING) for r in rows)
         if spec is not None:
@@ -319,10 +396,12 @@ class Fleet:
             )
         opts = FleetOptions.from_dict(record.options.get("fleet", {}))
         name = str(record.options.get("run_command_name") or run_command_name(record.id))
-        self.ledger.claim(record.id)
+        holder = LeaseHolder.this_process()
+        self.ledger.acquire_lease(record.id, holder)  # RunLeased names the live driver
+        rows = self.ledger.targets(record.id)  # as of the lease: nobody else writes them now
         works = [self._work_from(r, name) for r in rows]
-        timeout_s = int(record.spec.get("timeout_s", 3600))
-        return self._launch(RunId(record.id), spec, timeout_s, works, opts, observer)
+        timeout_s = int(record.spec.get("timeout_s", DEFAULT_TIMEOUT_S))
+        return self._launch(RunId(record.id), spec, timeout_s, works, opts, observer, holder)
 
     @staticmethod
     def _work_from(rec: TargetRecord, name: str) -> Work:
@@ -335,8 +414,11 @@ class Fleet:
             cleaned=rec.cleaned_at is not None,
         )  # fmt: skip
 
-    async def resume(self, run_id: str, spec: RunSpec | None = None, **kwargs: Any) -> FleetResult:
-        return await (await self.resume_start(run_id, spec, **kwargs)).wait()
+    async def resume(
+        self, run_id: str, spec: RunSpec | None = None, *, observer: FleetObserver | None = None
+    ) -> FleetResult:
+        """:meth:`resume_start` and wait."""
+        return await (await self.resume_start(run_id, spec, observer=observer)).wait()
 
     async def rerun(
         self,

@@ -14,6 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from azrun.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS
 from azrun.errors import ConfigError
 
 __all__ = ["Budget", "FleetOptions", "PollPolicy"]
@@ -124,8 +125,8 @@ class FleetOptions:
         max_tailed: targets whose output is streamed live at once.
     """
 
-    max_concurrency: Budget = field(default_factory=lambda: Budget(50))
-    max_errors: Budget = field(default_factory=lambda: Budget(0))
+    max_concurrency: Budget = field(default_factory=lambda: Budget.parse(DEFAULT_MAX_CONCURRENCY))
+    max_errors: Budget = field(default_factory=lambda: Budget.parse(DEFAULT_MAX_ERRORS))
     canary: int = 0
     keep: bool = False
     watchdog_grace_s: float | None = None
@@ -141,8 +142,8 @@ class FleetOptions:
     def make(
         cls,
         *,
-        max_concurrency: str | int | Budget = 50,
-        max_errors: str | int | Budget = 0,
+        max_concurrency: str | int | Budget = DEFAULT_MAX_CONCURRENCY,
+        max_errors: str | int | Budget = DEFAULT_MAX_ERRORS,
         **kwargs: Any,
     ) -> FleetOptions:
         if kwargs.get("canary", 0) < 0:
@@ -171,6 +172,6 @@ class FleetOptions:
         if isinstance(values.get("poll"), dict):
             poll_known = set(PollPolicy.__dataclass_fields__)
             values["poll"] = PollPolicy(**{k: v for k, v in values["poll"].items() if k in poll_known})
-        values["max_concurrency"] = Budget.parse(values.get("max_concurrency", 50))
-        values["max_errors"] = Budget.parse(values.get("max_errors", 0))
+        values["max_concurrency"] = Budget.parse(values.get("max_concurrency", DEFAULT_MAX_CONCURRENCY))
+        values["max_errors"] = Budget.parse(values.get("max_errors", DEFAULT_MAX_ERRORS))
         return cls(**values)

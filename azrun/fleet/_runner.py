@@ -289,6 +289,7 @@ class Runner:
         except AzrunError as exc:
             raise Undeliverable(f"output blobs could not be prepared: {exc.message}") from exc
         body = build_run_command(self._spec, location=work.target.location, run_id=self.run_id, blobs=blobs)
+        await self._ledger.dispatch_gate(self.run_id, work.target.resource_id)  # Dispatching durable, lease held
         return await deliver(self._client, work, body, self._opts)
 
     def _blob_expiry_s(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from azrun.config import DEFAULT_TIMEOUT_S
 from azrun.errors import ConfigError
 from azrun.models import RunSpec
 
@@ -67,7 +68,7 @@ def respec(
         protected_parameters=tuple((n, values[n]) for n in names),
         run_as_user=public.get("run_as_user"),
         run_as_password=run_as_password if public.get("run_as_user") else None,
-        timeout_s=int(public.get("timeout_s", 3600)),
+        timeout_s=int(public.get("timeout_s", DEFAULT_TIMEOUT_S)),
         async_execution=bool(public.get("async_execution", True)),
         script_name=str(public.get("script_name", "")),
     )

@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from azrun.errors import AuthError, ConfigError, OutputError
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
 
     from azrun.clients import ClientFactory
-    from azrun.config import Settings
 
 __all__ = [
     "DEFAULT_CONTAINER",
@@ -32,6 +31,7 @@ __all__ = [
     "Container",
     "build_clients",
     "client_kwargs",
+    "container_url_for",
     "container_url_from_settings",
     "output_error",
     "parse_container_url",
@@ -117,18 +117,33 @@ def parse_connection_string(text: str) -> dict[str, str]:
     return parts
 
 
-def container_url_from_settings(settings: Settings, storage_suffix: str) -> str | None:
-    """The output container the settings name: ``output_container``, else one derived from
-    ``storage_account`` or the connection string's blob endpoint (container ``azrun-output``)."""
-    url = settings.get("output_container")
-    if url:
-        return str(url)
-    account = settings.get("storage_account")
-    if account:
-        return f"https://{account}.{storage_suffix}/{DEFAULT_CONTAINER}"
+class _Lookup(Protocol):
+    def get(self, key: str) -> Any: ...
+
+
+def container_url_from_settings(settings: _Lookup, storage_suffix: str) -> str | None:
+    """:func:`container_url_for` with the values of anything that has ``get(key)``."""
     conn = settings.get("storage_connection_string")
-    if conn:
-        parts = parse_connection_string(str(conn))
+    return container_url_for(
+        output_container=settings.get("output_container") or None,
+        storage_account=settings.get("storage_account") or None,
+        connection_string=str(conn) if conn else None,
+        storage_suffix=storage_suffix,
+    )
+
+
+def container_url_for(
+    *, output_container: str | None, storage_account: str | None, connection_string: str | None,
+    storage_suffix: str,
+) -> str | None:
+    """The output container named: ``output_container``, else one derived from
+    ``storage_account`` or the connection string's blob endpoint (container ``azrun-output``)."""
+    if output_container:
+        return str(output_container)
+    if storage_account:
+        return f"https://{storage_account}.{storage_suffix}/{DEFAULT_CONTAINER}"
+    if connection_string:
+        parts = parse_connection_string(connection_string)
         endpoint = parts.get("blobendpoint") or (
             f"{parts.get('defaultendpointsprotocol', 'https')}://{parts['accountname']}.blob."
             f"{parts.get('endpointsuffix', 'core.windows.net')}"

@@ -76,41 +76,14 @@ def automation_settings(names: Sequence[str] = SETTINGS) -> dict[str, str]:
 
 async def run(tag: str, command: str, *, timeout_s: int, max_errors: str, environ: Mapping[str, str]) -> Any:
     """One fleet run; returns azrun's FleetResult."""
-    from azrun.auth import IdentitySelector
-    from azrun.clients import ClientFactory
-    from azrun.config import Settings
-    from azrun.fleet import Fleet
-    from azrun.models import RunSpec
-    from azrun.output import OutputStore
-    from azrun.targets import Selector
+    import azrun
 
-    settings = Settings.load(environ=environ, flags={"max_errors": max_errors})
-    client_id = settings.get("client_id")
-    factory = ClientFactory.from_env(
-        environ,
-        identity=IdentitySelector(client_id=str(client_id)) if client_id else None,
-        auth_mode=str(settings.get("auth")),
-    )
-    store = None
-    try:
-        store = await OutputStore.from_settings(settings, factory)
-        subscription = settings.get("subscription")
-        async with Fleet(
-            factory=factory,
-            output=store,
-            state_dir=settings.get("state_dir"),
-            default_subscriptions=(str(subscription),) if subscription else (),
-        ) as fleet:
-            return await fleet.run(
-                Selector.from_options(tags=[tag]),
-                RunSpec(script=command, script_name="runbook", timeout_s=timeout_s),
-                max_concurrency=str(settings.get("max_concurrency")),
-                max_errors=str(settings.get("max_errors")),
-            )
-    finally:
-        if store is not None:
-            await store.aclose()
-        await factory.aclose()
+    async with azrun.Fleet.from_env(environ) as fleet:
+        return await fleet.run(
+            azrun.Selector.from_options(tags=[tag]),
+            azrun.RunSpec(script=command, script_name="runbook", timeout_s=timeout_s),
+            max_errors=max_errors,
+        )
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

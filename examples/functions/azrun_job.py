@@ -24,42 +24,13 @@ async def run_on_tag(
     tag: str, script: str, *, timeout_s: int = 600, environ: Mapping[str, str] | None = None
 ) -> FleetResult:
     """Run ``script`` on every running machine tagged ``tag`` (``KEY=VALUE``) and wait for all."""
-    from azrun.auth import IdentitySelector
-    from azrun.clients import ClientFactory
-    from azrun.config import Settings
-    from azrun.fleet import Fleet
-    from azrun.models import RunSpec
-    from azrun.output import OutputStore
-    from azrun.targets import Selector
+    import azrun
 
-    settings = Settings.load(environ=environ)
-    client_id = settings.get("client_id")
-    factory = ClientFactory.from_env(
-        environ,
-        identity=IdentitySelector(client_id=str(client_id)) if client_id else None,
-        auth_mode=str(settings.get("auth")),
-    )
-    store = None
-    try:
-        store = await OutputStore.from_settings(settings, factory)
-        subscription = settings.get("subscription")
-        fleet = Fleet(
-            factory=factory,
-            output=store,
-            state_dir=settings.get("state_dir"),
-            default_subscriptions=(str(subscription),) if subscription else (),
+    async with azrun.Fleet.from_env(environ) as fleet:
+        return await fleet.run(
+            azrun.Selector.from_options(tags=[tag]),
+            azrun.RunSpec(script=script, script_name="function", timeout_s=timeout_s),
         )
-        async with fleet:
-            return await fleet.run(
-                Selector.from_options(tags=[tag]),
-                RunSpec(script=script, script_name="function", timeout_s=timeout_s),
-                max_concurrency=str(settings.get("max_concurrency")),
-                max_errors=str(settings.get("max_errors")),
-            )
-    finally:
-        if store is not None:
-            await store.aclose()
-        await factory.aclose()
 
 
 def summarize(result: FleetResult) -> dict[str, Any]:

@@ -1,19 +1,26 @@
 """The ledger: one SQLite file of runs and per-target states, so nothing is lost when the
 terminal dies and every run can be resumed, re-run, cancelled or cleaned up later.
 
-Where: ``<state dir>/ledger.db`` (the state dir is ``--state-dir`` / ``AZRUN_STATE_DIR`` /
-``$XDG_STATE_HOME/azrun``, see :func:`azrun.config.state_dir`). The directory is created 0700
-and the file 0600.
+Where: ``<state dir>/ledger.db`` (the state dir is ``--state-dir`` / ``AZRUN_STATE_DIR`` / the
+platform's state dir, see :mod:`azrun.config`). The directory is created 0700 and the file 0600.
 
 What is written, and when:
 
 * ``runs``: id, created, the run spec from :meth:`RunSpec.public_dict` (script hash, parameter
   names and public values, never protected values or passwords), selector and options JSON,
-  status, and the pid/host of the process driving it.
+  status, and the **lease** of the process driving it (host, pid, a random token, since, expiry).
 * ``targets``: one row per target, written as ``Dispatching`` *before* its PUT is sent (so a
   crash between the two is resolved by a GET on resume), then after every state change.
   Protected parameter values are scrubbed from every text column by the fleet before they get
   here; the ledger itself never receives them.
+
+Driving a run takes its lease in one transaction (:meth:`Ledger.acquire_lease`, also inside
+:meth:`Ledger.create_run`): refused while another holder's lease is live. The holder renews it
+(:mod:`azrun.ledger._writer` does, every ``renew_s``) and it expires ``ttl_s`` (about twice the
+renewal period) after its holder dies, so a second ``azrun resume`` is refused with the holder
+named, and a crashed driver's run can be resumed half a minute later. Writes given a
+``lease_token`` apply only while that lease is held, so a driver that lost its lease cannot
+overwrite the new driver's rows.
 
 Every write is one transaction. The journal is WAL (readers such as ``azrun status`` never
 block the run); on file systems without shared memory (SMB/NFS shares used from Functions)
@@ -24,69 +31,40 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from azrun.errors import LedgerError
-from azrun.models import OutputRef, RunSpec, SkippedTarget, Target, TargetKind, TargetResult, TargetState
+from azrun.ledger._records import (
+    RUN_STATUSES,
+    SCHEMA,
+    SCHEMA_VERSION,
+    UPDATABLE,
+    RunRecord,
+    TargetRecord,
+    run_row,
+    target_key,
+    target_row,
+    target_to_json,
+)
+from azrun.models import RunSpec, SkippedTarget, Target, TargetResult, TargetState
 
-__all__ = ["LEDGER_FILE", "SCHEMA_VERSION", "Ledger", "RunRecord", "TargetRecord", "target_from_json", "target_to_json"]
+__all__ = ["LEASE_RENEW_S", "LEASE_TTL_S", "LEDGER_FILE", "LeaseHolder", "Ledger", "RunLeased"]
 
 LEDGER_FILE = "ledger.db"
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    created TEXT NOT NULL,
-    updated TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    selector TEXT,
-    options TEXT NOT NULL,
-    status TEXT NOT NULL,
-    pid INTEGER,
-    host TEXT,
-    ended TEXT
-);
-CREATE TABLE IF NOT EXISTS targets (
-    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-    target_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    target TEXT NOT NULL,
-    name TEXT NOT NULL,
-    state TEXT NOT NULL,
-    exit_code INTEGER,
-    message TEXT NOT NULL DEFAULT '',
-    run_command_name TEXT,
-    run_command_id TEXT,
-    dispatched_at TEXT,
-    started_at TEXT,
-    ended_at TEXT,
-    stdout_url TEXT,
-    stderr_url TEXT,
-    stdout_bytes INTEGER NOT NULL DEFAULT 0,
-    stderr_bytes INTEGER NOT NULL DEFAULT 0,
-    output_truncated INTEGER NOT NULL DEFAULT 0,
-    stdout_tail TEXT NOT NULL DEFAULT '',
-    stderr_tail TEXT NOT NULL DEFAULT '',
-    arm_requests INTEGER NOT NULL DEFAULT 0,
-    cleaned_at TEXT,
-    updated_at TEXT NOT NULL,
-    PRIMARY KEY (run_id, target_id)
-);
-CREATE INDEX IF NOT EXISTS targets_state ON targets(run_id, state);
-"""
-
-#: Run statuses: running -> (succeeded | failed | canceled | interrupted); "canceling" asks a
-#: live runner to stop dispatching and cancel what is in flight.
-RUN_STATUSES = ("running", "canceling", "succeeded", "failed", "canceled", "interrupted")
+#: The driver renews its lease this often; it expires ``LEASE_TTL_S`` after the last renewal.
+LEASE_RENEW_S = 10.0
+LEASE_TTL_S = 25.0
+_LEASE_COLUMNS = (("lease_token", "TEXT"), ("lease_host", "TEXT"), ("lease_pid", "INTEGER"),
+                  ("lease_since", "TEXT"), ("lease_expires", "REAL"))  # fmt: skip
 
 
 def _now() -> str:
@@ -97,156 +75,31 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat(timespec="microseconds") if value else None
 
 
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-# -- target (de)serialisation: every field, so resume rebuilds the exact Target --------------------
-def target_to_json(target: Target) -> str:
-    data: dict[str, Any] = {f.name: getattr(target, f.name) for f in fields(target)}
-    data["kind"] = target.kind.value
-    data["tags"] = [list(t) for t in target.tags]
-    data["user_identity_client_ids"] = list(target.user_identity_client_ids)
-    return json.dumps(data, sort_keys=True)
-
-
-def target_from_json(text: str) -> Target:
-    data = json.loads(text)
-    known = {f.name for f in fields(Target)}
-    data = {k: v for k, v in data.items() if k in known}
-    data["kind"] = TargetKind(data["kind"])
-    data["tags"] = tuple((str(k), str(v)) for k, v in data.get("tags", ()))
-    data["user_identity_client_ids"] = tuple(data.get("user_identity_client_ids", ()))
-    return Target(**data)
+class RunLeased(LedgerError):
+    """Another live process drives this run (its lease has not expired)."""
 
 
 @dataclass(frozen=True, slots=True)
-class RunRecord:
-    """One row of ``runs``."""
+class LeaseHolder:
+    """Who drives a run: this host and process, and a random token (pids are reused)."""
 
-    id: str
-    created: datetime
-    updated: datetime
-    spec: dict[str, Any]
-    selector: dict[str, Any] | None
-    options: dict[str, Any]
-    status: str
-    pid: int | None
-    host: str | None
-    ended: datetime | None
+    host: str
+    pid: int
+    token: str
 
-    @property
-    def driven_here_by_live_process(self) -> bool:
-        """True when the recorded driver is a live process on this host (not us)."""
-        if not self.pid or self.host != socket.gethostname() or self.pid == os.getpid():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return _not_zombie(self.pid)
+    @classmethod
+    def this_process(cls) -> LeaseHolder:
+        return cls(socket.gethostname(), os.getpid(), secrets.token_hex(8))
+
+    def __str__(self) -> str:
+        return f"{self.host} pid {self.pid}"
 
 
-def _not_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-@dataclass(frozen=True, slots=True)
-class TargetRecord:
-    """One row of ``targets``."""
-
-    run_id: str
-    target: Target
-    seq: int
-    state: TargetState
-    exit_code: int | None
-    message: str
-    run_command_name: str | None
-    run_command_id: str | None
-    dispatched_at: datetime | None
-    started_at: datetime | None
-    ended_at: datetime | None
-    stdout_url: str | None
-    stderr_url: str | None
-    stdout_bytes: int
-    stderr_bytes: int
-    output_truncated: bool
-    stdout_tail: str
-    stderr_tail: str
-    arm_requests: int
-    cleaned_at: datetime | None
-    updated_at: datetime
-
-    def to_result(self) -> TargetResult:
-        return TargetResult(
-            target=self.target,
-            state=self.state,
-            exit_code=self.exit_code,
-            message=self.message,
-            run_command_id=self.run_command_id,
-            started_at=self.started_at,
-            ended_at=self.ended_at,
-            output=OutputRef(self.stdout_url, self.stderr_url, self.stdout_bytes, self.stderr_bytes,
-                             self.output_truncated),
-            stdout_tail=self.stdout_tail,
-            stderr_tail=self.stderr_tail,
-            arm_requests=self.arm_requests,
-        )
-
-
-_TARGET_COLUMNS = (
-    "run_id", "target_id", "seq", "target", "name", "state", "exit_code", "message", "run_command_name",
-    "run_command_id", "dispatched_at", "started_at", "ended_at", "stdout_url", "stderr_url", "stdout_bytes",
-    "stderr_bytes", "output_truncated", "stdout_tail", "stderr_tail", "arm_requests", "cleaned_at", "updated_at",
-)
-_UPDATABLE = frozenset(_TARGET_COLUMNS) - {"run_id", "target_id", "seq", "target", "name", "updated_at"}
-
-
-def _target_row(row: sqlite3.Row) -> TargetRecord:
-    return TargetRecord(
-        run_id=row["run_id"],
-        target=target_from_json(row["target"]),
-        seq=row["seq"],
-        state=TargetState(row["state"]),
-        exit_code=row["exit_code"],
-        message=row["message"],
-        run_command_name=row["run_command_name"],
-        run_command_id=row["run_command_id"],
-        dispatched_at=_dt(row["dispatched_at"]),
-        started_at=_dt(row["started_at"]),
-        ended_at=_dt(row["ended_at"]),
-        stdout_url=row["stdout_url"],
-        stderr_url=row["stderr_url"],
-        stdout_bytes=row["stdout_bytes"],
-        stderr_bytes=row["stderr_bytes"],
-        output_truncated=bool(row["output_truncated"]),
-        stdout_tail=row["stdout_tail"],
-        stderr_tail=row["stderr_tail"],
-        arm_requests=row["arm_requests"],
-        cleaned_at=_dt(row["cleaned_at"]),
-        updated_at=_dt(row["updated_at"]) or datetime.now(timezone.utc),
-    )
-
-
-def _run_row(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        created=datetime.fromisoformat(row["created"]),
-        updated=datetime.fromisoformat(row["updated"]),
-        spec=json.loads(row["spec"]),
-        selector=json.loads(row["selector"]) if row["selector"] else None,
-        options=json.loads(row["options"]),
-        status=row["status"],
-        pid=row["pid"],
-        host=row["host"],
-        ended=_dt(row["ended"]),
-    )
+def _guard(token: str | None) -> tuple[str, tuple[Any, ...]]:
+    """SQL that holds only while lease ``token`` holds the row's run (empty without a token)."""
+    if token is None:
+        return "", ()
+    return " AND EXISTS (SELECT 1 FROM runs r WHERE r.id = targets.run_id AND r.lease_token = ?)", (token,)
 
 
 class Ledger:
@@ -266,9 +119,13 @@ class Ledger:
     def _connect(path: Path) -> sqlite3.Connection:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            os.close(fd)
-            os.chmod(path, 0o600)
+            if not path.exists():
+                # Never open/close the file while SQLite has it open in this process: closing
+                # any descriptor drops the process's POSIX locks on it, and another process
+                # would then checkpoint and delete a WAL this one is still writing.
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.close(fd)
+                os.chmod(path, 0o600)
             db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise LedgerError(
@@ -285,7 +142,7 @@ class Ledger:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         try:
-            db.executescript(_SCHEMA)
+            db.executescript(SCHEMA)
             Ledger._check_version(db)
         except sqlite3.Error as exc:
             db.close()
@@ -305,6 +162,24 @@ class Ledger:
                 f"the ledger was written by a newer azrun (schema {row[0]} > {SCHEMA_VERSION})",
                 hint="upgrade azrun, or use another --state-dir",
             )
+        elif row[0] < SCHEMA_VERSION:
+            Ledger._migrate(db, row[0])
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, version: int) -> None:
+        """1 -> 2: lease columns; target keys in lower case (ARM ids are case-insensitive)."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+            for name, kind in _LEASE_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
+            db.execute("UPDATE targets SET target_id = lower(target_id)")
+            db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -341,17 +216,22 @@ class Ledger:
         skipped: Iterable[SkippedTarget] = (),
         selector: dict[str, Any] | None = None,
         options: dict[str, Any] | None = None,
+        holder: LeaseHolder | None = None,
+        ttl_s: float = LEASE_TTL_S,
     ) -> None:
-        """Record a new run and all its targets (Pending, or Skipped with the reason)."""
+        """Record a new run and all its targets (Pending, or Skipped with the reason), leased
+        to ``holder`` when given (one transaction)."""
         now = _now()
         rows: list[tuple[Any, ...]] = []
         seen: set[str] = set()
-        for seq, t in enumerate(targets):
-            rows.append(self._new_target(run_id, seq, t, TargetState.PENDING, "", now))
-            seen.add(t.resource_id.lower())
-        for seq, s in enumerate(skipped, start=len(rows)):
-            if s.target.resource_id.lower() not in seen:
-                rows.append(self._new_target(run_id, seq, s.target, TargetState.SKIPPED, s.reason, now))
+        for t in targets:
+            if target_key(t.resource_id) not in seen:
+                rows.append(self._new_target(run_id, len(rows), t, TargetState.PENDING, "", now))
+                seen.add(target_key(t.resource_id))
+        for s in skipped:
+            if target_key(s.target.resource_id) not in seen:
+                rows.append(self._new_target(run_id, len(rows), s.target, TargetState.SKIPPED, s.reason, now))
+                seen.add(target_key(s.target.resource_id))
         with self._tx() as db:
             db.execute(
                 "INSERT INTO runs(id, created, updated, spec, selector, options, status, pid, host)"
@@ -360,6 +240,8 @@ class Ledger:
                  json.dumps(selector, sort_keys=True) if selector is not None else None,
                  json.dumps(options or {}, sort_keys=True), "running", os.getpid(), socket.gethostname()),
             )
+            if holder is not None:
+                self._take_lease(db, run_id, holder, ttl_s, time.time())
             db.executemany(
                 "INSERT INTO targets(run_id, target_id, seq, target, name, state, message, ended_at, updated_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?)",
@@ -369,33 +251,80 @@ class Ledger:
     @staticmethod
     def _new_target(run_id: str, seq: int, t: Target, state: TargetState, msg: str, now: str) -> tuple[Any, ...]:
         ended = now if state is TargetState.SKIPPED else None
-        return (run_id, t.resource_id, seq, target_to_json(t), t.name, state.value, msg, ended, now)
+        return (run_id, target_key(t.resource_id), seq, target_to_json(t), t.name, state.value, msg, ended, now)
 
-    def set_run_status(self, run_id: str, status: str, *, ended: bool = False) -> None:
+    def set_run_status(
+        self, run_id: str, status: str, *, ended: bool = False, lease_token: str | None = None
+    ) -> None:
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
         now = _now()
+        guard = "" if lease_token is None else " AND lease_token=?"
         with self._tx() as db:
             db.execute(
-                "UPDATE runs SET status=?, updated=?, ended=CASE WHEN ? THEN ? ELSE ended END WHERE id=?",
-                (status, now, int(ended), now, run_id),
+                "UPDATE runs SET status=?, updated=?, ended=CASE WHEN ? THEN ? ELSE ended END WHERE id=?" + guard,
+                (status, now, int(ended), now, run_id, *(() if lease_token is None else (lease_token,))),
             )
 
-    def claim(self, run_id: str) -> None:
-        """Record this process as the one driving the run (resume)."""
+    # -- leases --------------------------------------------------------------------------------------
+    def acquire_lease(self, run_id: str, holder: LeaseHolder, ttl_s: float = LEASE_TTL_S) -> RunRecord:
+        """Take the run's lease for ``holder`` (one transaction) and mark it running.
+
+        Raises:
+            RunLeased: another holder's lease is live; the message names it (host, pid, since).
+            LedgerError: no such run.
+        """
         with self._tx() as db:
-            db.execute(
-                "UPDATE runs SET pid=?, host=?, status='running', ended=NULL, updated=? WHERE id=?",
-                (os.getpid(), socket.gethostname(), _now(), run_id),
+            self._take_lease(db, run_id, holder, ttl_s, time.time())
+        return self.require_run(run_id)
+
+    def _take_lease(self, db: sqlite3.Connection, run_id: str, holder: LeaseHolder, ttl_s: float, now: float) -> None:
+        row = db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"no run {run_id!r} in {self.path}", hint="list runs with 'azrun runs'")
+        current = run_row(row)
+        if row["lease_token"] not in (None, holder.token) and current.lease_held(now):
+            raise RunLeased(
+                f"run {run_id} is already being driven by {current.holder()}",
+                hint=f"wait for it (its lease lapses {ttl_s:g} s after it stops), or stop it with 'azrun cancel {run_id}'",
             )
+        since = _now() if row["lease_token"] != holder.token else row["lease_since"]
+        db.execute(
+            "UPDATE runs SET lease_token=?, lease_host=?, lease_pid=?, lease_since=?, lease_expires=?, pid=?, host=?,"
+            " status=CASE WHEN status IN ('canceling') THEN status ELSE 'running' END, ended=NULL, updated=?"
+            " WHERE id=?",
+            (holder.token, holder.host, holder.pid, since, now + ttl_s, holder.pid, holder.host, _now(), run_id),
+        )
+
+    def renew_lease(self, run_id: str, holder: LeaseHolder, ttl_s: float = LEASE_TTL_S) -> bool:
+        """Extend ``holder``'s lease; False when it no longer holds it (taken over after expiry)."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE runs SET lease_expires=? WHERE id=? AND lease_token=?",
+                             (time.time() + ttl_s, run_id, holder.token))
+            return cur.rowcount == 1
+
+    def release_lease(self, run_id: str, holder: LeaseHolder) -> None:
+        """Let go of the lease (the run stays resumable by anyone at once)."""
+        with self._tx() as db:
+            db.execute("UPDATE runs SET lease_token=NULL, lease_expires=NULL WHERE id=? AND lease_token=?",
+                       (run_id, holder.token))
+
+    def claim(self, run_id: str, holder: LeaseHolder | None = None) -> RunRecord:
+        """Take the run's lease for this process (see :meth:`acquire_lease`)."""
+        return self.acquire_lease(run_id, holder or LeaseHolder.this_process())
+
+    async def dispatch_gate(self, run_id: str, target_id: str) -> None:
+        """Called by the runner just before a target's PUT: this ledger writes synchronously,
+        so its Dispatching row is already durable. :class:`~azrun.ledger.RunLedger` waits here
+        for its background write and checks the lease."""
 
     def run(self, run_id: str) -> RunRecord | None:
         row = self._db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-        return _run_row(row) if row else None
+        return run_row(row) if row else None
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
         rows = self._db.execute("SELECT * FROM runs ORDER BY created DESC, id DESC LIMIT ?", (limit,)).fetchall()
-        return [_run_row(r) for r in rows]
+        return [run_row(r) for r in rows]
 
     def latest_run_id(self) -> str | None:
         row = self._db.execute("SELECT id FROM runs ORDER BY created DESC, id DESC LIMIT 1").fetchone()
@@ -426,21 +355,24 @@ class Ledger:
             rows = self._db.execute(
                 f"SELECT * FROM targets WHERE run_id=? AND state IN ({marks}) ORDER BY seq", (run_id, *wanted)
             ).fetchall()
-        return [_target_row(r) for r in rows]
+        return [target_row(r) for r in rows]
 
     def target(self, run_id: str, target_id: str) -> TargetRecord | None:
         row = self._db.execute(
-            "SELECT * FROM targets WHERE run_id=? AND target_id=?", (run_id, target_id)
+            "SELECT * FROM targets WHERE run_id=? AND target_id=?", (run_id, target_key(target_id))
         ).fetchone()
-        return _target_row(row) if row else None
+        return target_row(row) if row else None
 
     def counts(self, run_id: str) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM targets WHERE run_id=? GROUP BY state", (run_id,))
         return {str(state): int(n) for state, n in rows}
 
-    def update_target(self, run_id: str, target_id: str, **values: Any) -> None:
-        """Set columns of one target row in one transaction (datetimes and enums converted)."""
-        unknown = set(values) - _UPDATABLE
+    def update_target(self, run_id: str, target_id: str, *, lease_token: str | None = None, **values: Any) -> None:
+        """Set columns of one target row in one transaction (datetimes and enums converted).
+
+        With ``lease_token``, only while that lease holds the run (:class:`RunLeased` otherwise).
+        """
+        unknown = set(values) - UPDATABLE
         if unknown:
             raise ValueError(f"not updatable: {sorted(unknown)}")
         cols = dict(values)
@@ -453,12 +385,16 @@ class Ledger:
                 cols[key] = int(value)
         cols["updated_at"] = _now()
         assignments = ", ".join(f"{k}=?" for k in cols)
+        guard, args = _guard(lease_token)
         with self._tx() as db:
             cur = db.execute(
-                f"UPDATE targets SET {assignments} WHERE run_id=? AND target_id=?",
-                (*cols.values(), run_id, target_id),
+                f"UPDATE targets SET {assignments} WHERE run_id=? AND target_id=?{guard}",
+                (*cols.values(), run_id, target_key(target_id), *args),
             )
             if cur.rowcount != 1:
+                if lease_token is not None and self.run(run_id) is not None:
+                    raise RunLeased(f"run {run_id}: this process no longer holds its lease",
+                                    hint=f"another process drives it now: azrun status {run_id}")
                 raise LedgerError(f"target {target_id} of run {run_id} is not in the ledger")
 
     def begin_dispatch(
@@ -470,6 +406,7 @@ class Ledger:
         run_command_id: str,
         dispatched_at: datetime,
         from_states: Iterable[TargetState] = (TargetState.PENDING,),
+        lease_token: str | None = None,
     ) -> bool:
         """Mark a target Dispatching *before* its PUT, only if it is still in ``from_states``.
 
@@ -478,30 +415,33 @@ class Ledger:
         """
         wanted = [s.value for s in from_states]
         marks = ",".join("?" * len(wanted))
+        guard, args = _guard(lease_token)
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE targets SET state=?, run_command_name=?, run_command_id=?, dispatched_at=?, updated_at=?"
-                f" WHERE run_id=? AND target_id=? AND state IN ({marks})",
+                f" WHERE run_id=? AND target_id=? AND state IN ({marks}){guard}",
                 (TargetState.DISPATCHING.value, run_command_name, run_command_id, _iso(dispatched_at), _now(),
-                 run_id, target_id, *wanted),
+                 run_id, target_key(target_id), *wanted, *args),
             )
             return cur.rowcount == 1
 
-    def skip_pending(self, run_id: str, reason: str) -> int:
+    def skip_pending(self, run_id: str, reason: str, *, lease_token: str | None = None) -> int:
         """Every still-Pending target of the run becomes Skipped with ``reason``; returns how many."""
         now = _now()
+        guard, args = _guard(lease_token)
         with self._tx() as db:
             cur = db.execute(
-                "UPDATE targets SET state=?, message=?, ended_at=?, updated_at=? WHERE run_id=? AND state=?",
-                (TargetState.SKIPPED.value, reason, now, now, run_id, TargetState.PENDING.value),
+                f"UPDATE targets SET state=?, message=?, ended_at=?, updated_at=? WHERE run_id=? AND state=?{guard}",
+                (TargetState.SKIPPED.value, reason, now, now, run_id, TargetState.PENDING.value, *args),
             )
             return int(cur.rowcount)
 
-    def record_result(self, run_id: str, result: TargetResult) -> None:
+    def record_result(self, run_id: str, result: TargetResult, *, lease_token: str | None = None) -> None:
         """Write a target's final (or latest) result."""
         self.update_target(
             run_id,
             result.target.resource_id,
+            lease_token=lease_token,
             state=result.state,
             exit_code=result.exit_code,
             message=result.message,
@@ -525,4 +465,4 @@ class Ledger:
         if run_id:
             sql += " AND run_id=?"
             args = (run_id,)
-        return [_target_row(r) for r in self._db.execute(sql + " ORDER BY run_id, seq", args).fetchall()]
+        return [target_row(r) for r in self._db.execute(sql + " ORDER BY run_id, seq", args).fetchall()]

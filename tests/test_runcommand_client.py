@@ -1,13 +1,11 @@
-"""azrun.runcommand: the PUT body, outcome interpretation, error classification, and the wire
-(VM and VMSS-VM paths) against a local Azure."""
+"""azrun.runcommand._client: the wire (VM and VMSS-VM paths) against a local Azure, and what a
+failed PUT means."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,17 +15,13 @@ from azrun.errors import AzureFailure, SubmitNotSent, SubmitOutcomeUnknown
 from azrun.models import RunSpec, Target, TargetKind, TargetState
 from azrun.runcommand import (
     RUN_TAG,
-    BlobTargets,
     FailureKind,
-    MachinePath,
     PutAttempts,
     RunCommandClient,
     RunCommandView,
     build_run_command,
     classify_error,
     interpret,
-    is_azrun_run_command,
-    looks_timed_out,
     new_run_id,
     run_command_name,
     submit_error,
@@ -44,82 +38,6 @@ def instance(i: int) -> Target:
     return Target(rid, f"ss/{i}", TargetKind.VMSS_UNIFORM, SUB, RG, LOCATION, "linux", "running",
                   scale_set="ss", instance_id=str(i), vm_name=f"ss_{i}")
 
-
-# -- pure parts ---------------------------------------------------------------------------------
-def test_run_ids_sort_by_time_and_names_are_unique_per_run() -> None:
-    a = new_run_id(datetime(2026, 11, 22, 0, 12, tzinfo=timezone.utc))
-    b = new_run_id(datetime(2026, 11, 22, 0, 13, tzinfo=timezone.utc))
-    assert a.startswith("20261122-0012-") and len(a) == len("20261122-0012-ab12cd")
-    assert a < b and new_run_id() != new_run_id()
-    assert run_command_name(a) == f"azrun-{a}"
-
-
-def test_only_azrun_named_and_tagged_run_commands_are_azruns() -> None:
-    assert is_azrun_run_command("azrun-20261122-0012-ab12cd", {RUN_TAG: "20261122-0012-ab12cd"})
-    assert not is_azrun_run_command("azrun-by-hand", {})  # the prefix alone is not enough
-    assert not is_azrun_run_command("patch", {RUN_TAG: "x"})  # nor the tag alone
-
-
-def test_machine_paths_come_from_the_resource_id() -> None:
-    assert MachinePath.of(vm("vm-001")) == MachinePath(SUB, RG, vm_name="vm-001")
-    p = MachinePath.of(instance(3))
-    assert p.uniform and (p.scale_set, p.instance_id) == ("ss", "3")
-
-
-def test_the_body_sets_failure_detection_and_carries_secrets_only_in_their_fields() -> None:
-    spec = RunSpec(script="echo hi", parameters=(("a", "1"),), protected_parameters=(("T", "s3cr3t"),),
-                   run_as_user="svc", run_as_password="pw", timeout_s=120)
-    body = build_run_command(spec, location="westeurope", run_id="r1",
-                             blobs=BlobTargets("https://a/o?sig=x", "https://a/e?sig=y", {"clientId": "c"}))
-    props = body["properties"]
-    assert body["tags"] == {RUN_TAG: "r1"} and body["location"] == "westeurope"
-    assert props["treatFailureAsDeploymentFailure"] is True and props["asyncExecution"] is True
-    assert props["timeoutInSeconds"] == 120 and props["source"] == {"script": "echo hi"}
-    assert props["parameters"] == [{"name": "a", "value": "1"}]
-    assert props["protectedParameters"] == [{"name": "T", "value": "s3cr3t"}]
-    assert props["runAsUser"] == "svc" and props["runAsPassword"] == "pw"
-    assert props["outputBlobManagedIdentity"] == {"clientId": "c"} == props["errorBlobManagedIdentity"]
-    uri = build_run_command(RunSpec(script_uri="https://s/x.sh", script_uri_identity="system"),
-                            location="l", run_id="r")["properties"]["source"]
-    assert uri == {"scriptUri": "https://s/x.sh", "scriptUriManagedIdentity": {}}
-    assert "s3cr3t" not in repr(spec)
-
-
-def _view(state: str, exit_code: int | None = 0, lasted: float | None = None, **kw: Any) -> RunCommandView:
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    end = start + timedelta(seconds=lasted) if lasted is not None else None
-    return RunCommandView(execution_state=state, exit_code=exit_code, start_time=start, end_time=end, **kw)
-
-
-@pytest.mark.parametrize(
-    ("view", "timeout", "state"),
-    [
-        (_view("Succeeded", 0, 3), 60, TargetState.SUCCEEDED),
-        (_view("Succeeded", 2, 3), 60, TargetState.FAILED),  # exit code always checked
-        (_view("Failed", 1, 3), 60, TargetState.FAILED),
-        (_view("Failed", -1, 60), 60, TargetState.TIMED_OUT),  # the Linux handler's timeout
-        (_view("Failed", -1, 59), 60, TargetState.TIMED_OUT),  # second-resolution times
-        (_view("Failed", -1, 10), 60, TargetState.FAILED),  # killed early: not a timeout
-        (_view("Failed", -1, 100), 0, TargetState.FAILED),  # no timeout set
-        (_view("TimedOut", None, None), 60, TargetState.TIMED_OUT),
-        (_view("Canceled", None, None), 60, TargetState.CANCELED),
-        (_view("Unknown", None, 5), 60, TargetState.FAILED),  # "executed, state unknown"
-        (_view("Running", 0, None), 60, None),
-        (_view("Pending", 0, None), 60, None),
-        (_view("", None, None), 60, None),
-        (_view("SomethingNew", None, None), 60, None),  # modelAsString: tolerated, keep polling
-        (_view("Running", 0, None, provisioning_state="Failed"), 60, TargetState.FAILED),
-    ],
-)
-def test_interpretation(view: RunCommandView, timeout: int, state: TargetState | None) -> None:
-    outcome = interpret(view, timeout)
-    assert (outcome.state if outcome else None) is state
-
-
-def test_timeout_detection_in_one_function() -> None:
-    assert looks_timed_out(_view("Failed", -1, 30), 30)
-    assert not looks_timed_out(_view("Failed", 137, 30), 30)
-    assert not looks_timed_out(_view("Failed", -1, None), 30)
 
 
 def test_transport_errors_say_whether_the_put_may_have_landed() -> None:
@@ -331,8 +249,3 @@ async def test_submit_raises_outcome_unknown_after_5xx_and_resets_and_not_sent_w
     for error in (refused.value, *raised.values()):
         assert "object at 0x" not in str(error) and "\n" not in str(error)
     assert not [e for e in executions(sim) if e["runCommand"] == run_command_name(rid)]
-
-
-def test_paths_need_no_network(tmp_path: Path) -> None:
-    """MachinePath and the body builder are pure: usable to plan without any client."""
-    assert MachinePath.of(instance(0)).instance_id == "0"

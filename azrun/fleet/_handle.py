@@ -1,0 +1,121 @@
+"""``RunHandle``: a run in progress, and the task that drives it.
+
+**Cancellation contract: cancelling detaches.** Cancelling the task that awaits
+:meth:`RunHandle.wait` (or :meth:`azrun.Fleet.run`), which is what an Azure Functions timeout
+or ``asyncio.wait_for`` does, stops dispatching and stops watching, but does *not* cancel the
+scripts: in-flight targets keep running on their machines, targets never sent stay Pending, the
+run is recorded ``interrupted`` and its lease is released, and a later
+:meth:`azrun.Fleet.resume` (the next Function invocation, or ``azrun resume``) re-attaches to
+the running targets and dispatches the rest. Nothing runs twice. Detaching rather than
+cancelling because a platform timeout says nothing about the scripts: killing half-done
+patches on a timer would be the surprising choice, and a caller who wants that calls
+:meth:`RunHandle.cancel`. The driver gets ``detach_grace_s`` to write the ledger; if the
+process dies first, the lease lapses ``LEASE_TTL_S`` after it and ``resume`` works the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from azrun.fleet._events import EventHub, FleetEvent, ProgressSnapshot, RunSummary
+from azrun.models import FleetResult, RunId
+
+if TYPE_CHECKING:
+    from azrun.fleet._runner import Runner
+    from azrun.ledger import RunLedger
+
+__all__ = ["DETACH_GRACE_S", "RunHandle"]
+
+_LOG = logging.getLogger(__name__)
+#: How long a cancelled run gets to record that it detached.
+DETACH_GRACE_S = 10.0
+_CANCELLED_MESSAGE = "the caller was cancelled (a platform timeout?); in-flight targets left running, resume later"
+
+
+class RunHandle:
+    """A run in progress: control it, watch it (``async for event in handle.events()``), wait for it."""
+
+    def __init__(self, runner: Runner, ledger: RunLedger, hub: EventHub, *, detach_grace_s: float = DETACH_GRACE_S) -> None:
+        self.runner = runner
+        self.ledger = ledger
+        self._hub = hub
+        self.detach_grace_s = detach_grace_s
+        ledger.on_lost = self._lost
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._drive(), name=f"azrun-run-{runner.run_id}")
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r}, done={self._task.done()})"
+
+    @property
+    def run_id(self) -> RunId:
+        return self.runner.run_id
+
+    def stop_dispatch(self, reason: str = "dispatch stopped") -> None:
+        """Dispatch nothing more; in-flight targets finish; the rest end Skipped."""
+        self.runner.stop_dispatch(reason)
+
+    def cancel(self, reason: str = "run canceled") -> None:
+        """Stop dispatching and cancel (DELETE) every in-flight run command: their scripts are killed."""
+        self.runner.request_cancel(reason)
+
+    def detach(self, reason: str = "run interrupted; in-flight targets left running") -> None:
+        """Stop dispatching and stop watching; in-flight targets keep running (``resume`` later)."""
+        self.runner.request_detach(reason)
+
+    def snapshot(self) -> ProgressSnapshot:
+        return self.runner.snapshot()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def wait(self) -> FleetResult:
+        """Every target's result once the run ends. Cancelling the caller detaches (module docstring).
+
+        Raises:
+            LedgerError: the ledger could not be written mid-run (disk full, read-only): the run
+                was detached and is resumable once the state dir is writable again.
+        """
+        return await self._task
+
+    def events(self) -> AsyncIterator[FleetEvent]:
+        """Every event of the run from its start (dispatched, running, output lines, progress,
+        finished), ending with :class:`~azrun.fleet.RunSummary`::
+
+            async for event in handle.events():
+                if isinstance(event, azrun.OutputLine):
+                    log.info("[%s] %s", event.target.name, event.line)
+        """
+        return self._hub.subscribe()
+
+    def _lost(self, reason: str) -> None:
+        """The ledger lost the lease or cannot be written (any thread): detach the run."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to detach
+            self._loop.call_soon_threadsafe(self.runner.request_detach, reason)
+
+    async def _drive(self) -> FleetResult:
+        inner = self._loop.create_task(self.runner.execute(), name=f"azrun-runner-{self.run_id}")
+        summary: RunSummary | None = None
+        try:
+            result = await asyncio.shield(inner)
+            await self.ledger.aflush()
+            summary = RunSummary(result, self.ledger.run_status(self.run_id) or "unknown")
+        except asyncio.CancelledError:
+            self.runner.request_detach(_CANCELLED_MESSAGE)
+            await asyncio.wait({inner}, timeout=self.detach_grace_s)
+            if not inner.done():
+                inner.cancel()
+            self.ledger.set_run_status(self.run_id, "interrupted", ended=True)
+            raise
+        finally:
+            await asyncio.shield(asyncio.to_thread(self.ledger.close))
+            self._hub.close(summary)
+        if self.ledger.failure is not None:
+            error = self.ledger.failure
+            error.result = result  # type: ignore[attr-defined]  # what was known when it stopped
+            raise error
+        return result
