@@ -113,7 +113,7 @@ class ClientFactory:
         if self.polling_interval_s is not None:
             kwargs["polling_interval"] = self.polling_interval_s
         kwargs.update(
-            throttle_mod.aio_client_kwargs(self.throttle) if aio else throttle_mod.client_kwargs(self.throttle)
+            throttle_mod.aclient_kwargs(self.throttle) if aio else throttle_mod.client_kwargs(self.throttle)
         )
         return kwargs
 

@@ -46,12 +46,13 @@ def test_common_table_and_fleet() -> None:
 @pytest.mark.slow
 def test_bench_throttle_tiny() -> None:
     bench = load("bench_throttle")
-    result = bench.run(writes=3, reads=3, vms=3, overhead_requests=200)
+    result = bench.run(writes=3, reads=3, vms=3, overhead_requests=200, memory_targets=300)
     load_part, overhead = result["load"], result["overhead"]
     assert load_part["errors"] == [] and load_part["accepted"] == {"writes": 3, "reads": 3}
     assert load_part["throttled_429"] == 0  # far below every bucket
     assert overhead["requests_per_variant"] == 200 and overhead["overhead_us_sync"] > -1000
     assert any(row.figure == "HTTP 429 answers" for row in bench.report(result))
+    assert result["memory"]["targets"] == 300 and result["memory"]["buckets_alive"] >= 3
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from azrun._bucket import TokenBucket
 from azrun.errors import ConfigError
 from azrun.fleet import (
     Budget,
@@ -23,6 +22,7 @@ from azrun.fleet import (
     respec,
 )
 from azrun.models import RunSpec
+from azrun.throttle import TokenBucket
 
 
 # -- budgets -----------------------------------------------------------------------------------

@@ -19,13 +19,14 @@ from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.core.rest._http_response_impl_async import RestAsyncHttpClientTransportResponse
 
 from azrun.throttle import (
+    AdaptiveBucket,
     AsyncThrottleAwareRetryPolicy,
     AsyncThrottlePolicy,
     Throttle,
     ThrottleLimits,
     TokenBucket,
-    acquire_all,
-    aio_client_kwargs,
+    aacquire_all,
+    aclient_kwargs,
 )
 
 
@@ -72,8 +73,8 @@ def make_bucket(vt: VirtualTime, capacity: float = 2, refill_per_s: float = 1) -
 async def test_burst_then_refill_rate() -> None:
     vt = VirtualTime()
     bucket = make_bucket(vt, capacity=3, refill_per_s=2)
-    assert [await bucket.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
-    task = asyncio.ensure_future(bucket.acquire())
+    assert [await bucket.aacquire() for _ in range(3)] == [0.0, 0.0, 0.0]
+    task = asyncio.ensure_future(bucket.aacquire())
     await vt.advance(0.4)
     assert not task.done()
     await vt.advance(0.1)
@@ -83,11 +84,11 @@ async def test_burst_then_refill_rate() -> None:
 async def test_waiters_are_served_in_fifo_order() -> None:
     vt = VirtualTime()
     bucket = make_bucket(vt, capacity=1, refill_per_s=1)
-    await bucket.acquire()
+    await bucket.aacquire()
     order: list[int] = []
 
     async def waiter(i: int) -> None:
-        await bucket.acquire()
+        await bucket.aacquire()
         order.append(i)
 
     tasks = [asyncio.ensure_future(waiter(i)) for i in range(5)]
@@ -103,8 +104,8 @@ async def test_waiters_are_served_in_fifo_order() -> None:
 async def test_cancelled_waiter_refunds_and_later_waiters_move_up() -> None:
     vt = VirtualTime()
     bucket = make_bucket(vt, capacity=1, refill_per_s=1)
-    await bucket.acquire()
-    first, second, third = (asyncio.ensure_future(bucket.acquire()) for _ in range(3))
+    await bucket.aacquire()
+    first, second, third = (asyncio.ensure_future(bucket.aacquire()) for _ in range(3))
     await vt.settle()  # due at +1, +2, +3
     first.cancel()
     await vt.settle()
@@ -121,8 +122,8 @@ async def test_cancelled_multi_bucket_waiter_refunds_every_bucket() -> None:
     vt = VirtualTime()
     a = make_bucket(vt, capacity=1, refill_per_s=1)
     b = make_bucket(vt, capacity=5, refill_per_s=1)
-    await acquire_all((a, b))
-    task = asyncio.ensure_future(acquire_all((a, b)))
+    await aacquire_all((a, b))
+    task = asyncio.ensure_future(aacquire_all((a, b)))
     await vt.settle()
     assert a.level() == pytest.approx(-1.0) and b.level() == pytest.approx(3.0)
     task.cancel()
@@ -134,8 +135,8 @@ async def test_multi_bucket_waits_for_the_slowest() -> None:
     vt = VirtualTime()
     fast = make_bucket(vt, capacity=1, refill_per_s=10)
     slow = make_bucket(vt, capacity=1, refill_per_s=0.5)
-    await acquire_all((fast, slow))
-    task = asyncio.ensure_future(acquire_all((fast, slow)))
+    await aacquire_all((fast, slow))
+    task = asyncio.ensure_future(aacquire_all((fast, slow)))
     await vt.advance(1.9)
     assert not task.done()
     await vt.advance(0.1)
@@ -145,8 +146,8 @@ async def test_multi_bucket_waits_for_the_slowest() -> None:
 async def test_pause_holds_waiters_already_scheduled() -> None:
     vt = VirtualTime()
     bucket = make_bucket(vt, capacity=1, refill_per_s=1)
-    await bucket.acquire()
-    task = asyncio.ensure_future(bucket.acquire())  # due at +1
+    await bucket.aacquire()
+    task = asyncio.ensure_future(bucket.aacquire())  # due at +1
     await vt.settle()
     bucket.pause_until(vt.now + 5)
     await vt.advance(4.9)
@@ -159,18 +160,18 @@ async def test_bucket_is_shared_between_threads_and_event_loops() -> None:
     bucket = TokenBucket(1000, 0.001)  # refill negligible: the level counts what was taken
 
     def in_other_loop() -> float:
-        return asyncio.run(bucket.acquire(10))
+        return asyncio.run(bucket.aacquire(10))
 
-    waited = await asyncio.gather(*(asyncio.to_thread(in_other_loop) for _ in range(4)), bucket.acquire(10))
+    waited = await asyncio.gather(*(asyncio.to_thread(in_other_loop) for _ in range(4)), bucket.aacquire(10))
     assert waited == [0.0] * 5
     assert bucket.level() == pytest.approx(950, abs=0.1)
 
 
 async def test_the_cold_waves_answer_wakes_the_queue_at_once() -> None:
     vt = VirtualTime()
-    bucket = TokenBucket(10, 1, name="t", clock=vt, async_sleep=vt.sleep, adaptive=True)
-    assert await acquire_all((bucket,), track=True) == 0.0  # the wave: 1 s of refill = 1 token
-    rest = [asyncio.ensure_future(acquire_all((bucket,), track=True)) for _ in range(3)]
+    bucket = AdaptiveBucket(10, 1, name="t", clock=vt, async_sleep=vt.sleep)
+    assert await aacquire_all((bucket,), track=True) == 0.0  # the wave: 1 s of refill = 1 token
+    rest = [asyncio.ensure_future(aacquire_all((bucket,), track=True)) for _ in range(3)]
     await vt.settle()
     assert not any(t.done() for t in rest)
     bucket.answered(remaining=9, sent_at=vt.now)  # no time passes: the waiters are woken, not timed
@@ -179,9 +180,9 @@ async def test_the_cold_waves_answer_wakes_the_queue_at_once() -> None:
 
 
 async def test_an_answer_in_another_thread_wakes_a_waiter_in_this_loop() -> None:
-    bucket = TokenBucket(10, 0.001, adaptive=True)  # real time; cold: a wave of one
-    await acquire_all((bucket,), track=True)
-    waiter = asyncio.ensure_future(acquire_all((bucket,), track=True))
+    bucket = AdaptiveBucket(10, 0.001)  # real time; cold: a wave of one
+    await aacquire_all((bucket,), track=True)
+    waiter = asyncio.ensure_future(aacquire_all((bucket,), track=True))
     await asyncio.sleep(0.02)
     assert not waiter.done()
     await asyncio.to_thread(bucket.answered, remaining=9)
@@ -326,7 +327,7 @@ async def test_async_disabled_policy_passes_through() -> None:
     await vt.advance(2)
     assert (await task).http_response.status_code == 200
     assert transport.slept == [2.0] and throttle.metrics().buckets == ()
-    assert aio_client_kwargs(throttle) == {}
+    assert aclient_kwargs(throttle) == {}
 
 
 class StaticAsyncToken:
@@ -350,7 +351,7 @@ async def test_real_aio_compute_client_is_throttled_per_attempt() -> None:
     throttle = Throttle(clock=vt, async_sleep=vt.sleep)
     body = json.dumps({"name": "azrun-1", "location": "westus", "properties": {}})
     transport = AsyncCountingTransport(vt, [(429, {"Retry-After": "3"}, ARM_429), (200, {}, body)])
-    kwargs = aio_client_kwargs(throttle)
+    kwargs = aclient_kwargs(throttle)
     assert isinstance(kwargs["per_retry_policies"][0], AsyncThrottlePolicy)
     async with ComputeManagementClient(StaticAsyncToken(), SUB, transport=transport, **kwargs) as client:
         task = asyncio.ensure_future(

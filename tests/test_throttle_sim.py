@@ -40,7 +40,7 @@ from azrun import auth
 from azrun.sim.arm.errors import ArmError
 from azrun.sim.arm.throttle import Throttler
 from azrun.sim.fleetspec import Limits
-from azrun.throttle import AsyncThrottleAwareRetryPolicy, AsyncThrottlePolicy, Throttle, aio_client_kwargs
+from azrun.throttle import AsyncThrottleAwareRetryPolicy, AsyncThrottlePolicy, Throttle, aclient_kwargs
 
 SUB = "11111111-1111-4111-8111-111111111111"
 RG = "rg-throttle"
@@ -143,7 +143,7 @@ async def fan_out(gets: int, puts: int, vms: int, recorder: AttemptRecorder | No
     else:
         from azure.mgmt.compute.aio import ComputeManagementClient
 
-        kwargs = aio_client_kwargs(factory.throttle)
+        kwargs = aclient_kwargs(factory.throttle)
         kwargs["per_retry_policies"].append(recorder)
         compute = ComputeManagementClient(
             factory.async_credential(), SUB, base_url=factory.cloud.arm_endpoint,

@@ -287,7 +287,7 @@ class Pacer:
     def turn(self) -> Iterator[None]:
         """Wait for a slot and a rate turn, then let one request out."""
         with self._slots, self.files.slot() if self.files else contextlib.nullcontext():
-            self._bucket.acquire_sync()
+            self._bucket.acquire()
             if self.files is not None:
                 delay = self.files.reserve()
                 if delay > 0:

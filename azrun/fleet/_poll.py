@@ -24,8 +24,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
-from azrun._bucket import TokenBucket
 from azrun.fleet._options import PollPolicy
+from azrun.throttle import TokenBucket
 
 __all__ = ["DurationStats", "PollScheduler", "first_delay", "next_delay"]
 
@@ -172,7 +172,7 @@ class PollScheduler(Generic[K]):
             heapq.heappop(self._heap)
             del self._due[key]
             if self._budget is not None:
-                await self._budget.acquire()
+                await self._budget.aacquire()
             await self._slots.acquire()
             task = asyncio.get_running_loop().create_task(self._one(key))
             self._tasks.add(task)

@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from azrun._bucket import TokenBucket
 from azrun.errors import AzrunError
 from azrun.fleet._deliver import backoff_s, deliver
 from azrun.fleet._events import FleetObserver, ProgressSnapshot, Scrubber
@@ -48,6 +47,7 @@ from azrun.runcommand import (
     classify_error,
     interpret,
 )
+from azrun.throttle import TokenBucket
 
 if TYPE_CHECKING:
     from azrun.ledger import Ledger

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, unquote
 
-from azrun._bucket import TokenBucket
 from azrun.errors import OutputError
 from azrun.models import Target
 from azrun.output._connect import (
@@ -52,6 +51,7 @@ from azrun.output._connect import (
     short_error,
 )
 from azrun.output._sas import SasSigner, UserDelegationSigner, parse_blob_identity
+from azrun.throttle import TokenBucket
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
@@ -340,7 +340,7 @@ class OutputStore:
             name = blob_name(run_id, target, stream)
             url = self.blob_url(name)
             try:
-                await self.bucket.acquire()
+                await self.bucket.aacquire()
                 await self._client.get_blob_client(name).create_append_blob()
                 write = url
                 if self.identity is None:
@@ -382,7 +382,7 @@ class OutputStore:
         cond: dict[str, Any] = {}
         if etag:
             cond = {"etag": etag, "match_condition": MatchConditions.IfModified}
-        await self.bucket.acquire()
+        await self.bucket.aacquire()
         async with self._slots:
             self.stats.reads += 1
             try:
@@ -415,7 +415,7 @@ class OutputStore:
         """(size, creation time) of a blob, None if it does not exist (one HEAD)."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        await self.bucket.acquire()
+        await self.bucket.aacquire()
         async with self._slots:
             try:
                 props = await self._client.get_blob_client(name).get_blob_properties()

@@ -15,6 +15,10 @@ Two parts:
    pipeline around a counting fake transport, with azure-core's retry policy alone and with
    azrun's (``client_kwargs``: throttle-aware retry + :class:`ThrottlePolicy`, limits so large
    nobody waits). Per-request wall times, median of each, in alternating blocks; sync and aio.
+3. **Memory per target**: a 10,000-target run played through one :class:`Throttle` on a fake
+   clock (per target a run-command PUT, three GETs and a DELETE, each answered with current-format
+   per-VM headers; the documented subscription limits pace it): buckets alive at the end and
+   ``tracemalloc`` bytes they hold, against one bucket set per target.
 
 Run: ``python scripts/benchmarks/bench_throttle.py [writes reads vms]`` (default 600 900 300).
 """
@@ -30,6 +34,7 @@ import shutil
 import statistics
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -237,10 +242,10 @@ async def _timed_async(pipeline: AsyncPipeline[HttpRequest, AsyncHttpResponse], 
 
 def policy_overhead(requests: int, blocks: int = 10) -> dict[str, Any]:
     """Part 2: median µs per request with and without azrun's policies, sync and aio."""
-    from azrun.throttle import aio_client_kwargs, client_kwargs
+    from azrun.throttle import aclient_kwargs, client_kwargs
 
     throttle = _roomy_throttle()
-    sync_kw, aio_kw = client_kwargs(throttle), aio_client_kwargs(throttle)
+    sync_kw, aio_kw = client_kwargs(throttle), aclient_kwargs(throttle)
     transport, atransport = CountingTransport(), AsyncCountingTransport()
     pipes: dict[str, Any] = {
         "sync_base": Pipeline(transport, policies=[RetryPolicy()]),
@@ -273,10 +278,50 @@ def policy_overhead(requests: int, blocks: int = 10) -> dict[str, Any]:
     }
 
 
+# -- 3. memory per target --------------------------------------------------------------------------
+def per_target_memory(targets: int = 10_000) -> dict[str, Any]:
+    """Part 3: buckets alive and bytes held after ``targets`` targets went through one Throttle."""
+    import gc
+
+    from azrun.throttle import Throttle, classify
+
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    base = f"https://management.azure.com/subscriptions/{_common.SUB}/resourceGroups/{_common.RG}/providers/Microsoft.Compute"
+    steps = [("PUT", "UpdateVMResource", 11), ("GET", "LowCostGetResource", 35), ("GET", "LowCostGetResource", 34),
+             ("GET", "LowCostGetResource", 33), ("DELETE", "UpdateVMResource", 10)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        throttle = Throttle(clock=lambda: now[0], sleep=sleep)
+        for k in range(targets):
+            url = f"{base}/virtualMachines/vm-{k:05d}/runCommands/azrun-1?api-version=2024-11-01"
+            for method, policy, left in steps:
+                rc = classify(method, url)
+                sent = throttle.begin(rc)
+                now[0] += 0.05  # the answer's round trip
+                throttle.observe(rc, 200, {"x-ms-ratelimit-remaining-resource": f"Microsoft.Compute/{policy};{left}"},
+                                 sent=sent)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    metrics = throttle.metrics()
+    alive = len(metrics.buckets)
+    return {"targets": targets, "buckets_alive": alive, "bytes_held": held, "bytes_per_target": held / targets,
+            "simulated_s": round(now[0], 1), "throttled_429": metrics.throttled_429}
+
+
 # -- entry points ----------------------------------------------------------------------------------
-def run(writes: int = 600, reads: int = 900, vms: int = 300, overhead_requests: int = 20000) -> dict[str, Any]:
-    """Both parts; the figures in one dict (see the module doc)."""
-    return {"load": sustained_load(writes, reads, vms), "overhead": policy_overhead(overhead_requests)}
+def run(writes: int = 600, reads: int = 900, vms: int = 300, overhead_requests: int = 20000,
+        memory_targets: int = 10_000) -> dict[str, Any]:
+    """All three parts; the figures in one dict (see the module doc)."""
+    return {"load": sustained_load(writes, reads, vms), "overhead": policy_overhead(overhead_requests),
+            "memory": per_target_memory(memory_targets)}
 
 
 def report(result: dict[str, Any]) -> list[_common.Row]:
@@ -300,6 +345,15 @@ def report(result: dict[str, Any]) -> list[_common.Row]:
                     f"(pipeline alone: {over['median_us']['aio_base']:.0f} µs)"),
         _common.Row("client CPU during the load", f"{load['client_cpu_s']:.1f} s"),
     ]
+    if (mem := result.get("memory")) is not None:
+        per_target = 2 + 3  # an ARM-less bucket set per target: per-VM update-vm + low-cost-get (+3 shared)
+        rows += [
+            _common.Row(f"buckets alive after {mem['targets']:,} targets", f"{mem['buckets_alive']:,}",
+                        f"far below {mem['targets'] * 2:,} (one set per target)",
+                        mem["buckets_alive"] < mem["targets"] * 2 / 10),
+            _common.Row("throttle memory held per target", f"{mem['bytes_per_target']:.0f} B",
+                        f"({mem['bytes_held'] / 1e6:.1f} MB in all; {per_target} buckets of ~3.5 KB kept per target before)"),
+        ]
     return rows
 
 
