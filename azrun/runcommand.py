@@ -18,23 +18,27 @@ Choices, each answering a known Azure trap (azure-facts §1-2, peers §3):
   turns that into ``TimedOut`` when the run lasted (about) the timeout.
 * **Tolerant states.** ``executionState`` is ``modelAsString``: unknown values are kept as text
   and treated as "not finished yet" (the watchdog bounds how long that can last).
-* **Errors per target, not per fleet.** :func:`classify_error` turns SDK exceptions into an
-  :class:`ArmFailure` (conflict, not allowed, forbidden with the RBAC action, not found, outcome
+* **Errors per target, not per fleet.** :func:`azrun.azerrors.classify` (also exported here as
+  ``classify_error``) turns SDK exceptions into an :class:`~azrun.errors.AzureFailure` (alias
+  ``ArmFailure``: conflict, not allowed, forbidden with the RBAC action, not found, outcome
   unknown, ...) that the fleet maps onto target states; secrets never reach its message.
+* **A failed PUT says whether it may have landed.** :meth:`RunCommandClient.submit` raises
+  :class:`~azrun.errors.SubmitNotSent` when no attempt can have been applied (nothing left the
+  client, or ARM answered 4xx) and :class:`~azrun.errors.SubmitOutcomeUnknown` when one may have
+  (a 5xx, a timeout or a reset after sending): then GET the run command before any new PUT.
 """
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-from azrun._compat import StrEnum
+from azrun.azerrors import classify
+from azrun.errors import AzureFailure, FailureKind, SubmitNotSent, SubmitOutcomeUnknown
 from azrun.models import RunId, RunSpec, Target, TargetKind, TargetState
-from azrun.redact import redact
 
 if TYPE_CHECKING:
     from azrun.clients import ClientFactory
@@ -43,10 +47,12 @@ __all__ = [
     "RUN_COMMAND_PREFIX",
     "RUN_TAG",
     "ArmFailure",
+    "AzureFailure",
     "BlobTargets",
     "FailureKind",
     "MachinePath",
     "Outcome",
+    "PutAttempts",
     "RequestCounter",
     "RunCommandClient",
     "RunCommandInfo",
@@ -59,14 +65,18 @@ __all__ = [
     "looks_timed_out",
     "new_run_id",
     "run_command_name",
+    "submit_error",
 ]
+
+#: Old names, kept for callers written before azrun.azerrors owned the translation.
+ArmFailure = AzureFailure
+classify_error = classify
 
 RUN_COMMAND_PREFIX = "azrun-"
 RUN_TAG = "azrun-run"
 #: A run counts as timed out when it lasted at least ``timeout - TIMEOUT_SLACK_S`` (the
 #: instance view's times have one-second resolution and the kill is not instantaneous).
 TIMEOUT_SLACK_S = 1.5
-_ACTION_RE = re.compile(r"perform action '([^']+)'")
 _TERMINAL_PROVISIONING = frozenset({"succeeded", "failed", "canceled"})
 
 
@@ -288,99 +298,6 @@ def interpret(view: RunCommandView, timeout_s: int) -> Outcome | None:
     return None
 
 
-# -- errors ------------------------------------------------------------------------------------------
-class FailureKind(StrEnum):
-    CONFLICT = "conflict"  # 409 Conflict: another execution in progress -> back off, retry
-    NOT_ALLOWED = "not-allowed"  # 409 OperationNotAllowed: VM not running, 25-cap
-    FORBIDDEN = "forbidden"  # 403
-    NOT_FOUND = "not-found"  # 404
-    THROTTLED = "throttled"  # 429 after every retry
-    AUTH = "auth"  # 401 / no token
-    NOT_SENT = "not-sent"  # never reached Azure: safe to resend
-    UNKNOWN_OUTCOME = "unknown-outcome"  # may have reached Azure: GET before a new PUT
-    OTHER = "other"
-
-
-@dataclass(frozen=True, slots=True)
-class ArmFailure:
-    """An SDK exception reduced to what the fleet decides on; the message is redacted."""
-
-    kind: FailureKind
-    status: int | None
-    code: str
-    message: str
-    action: str | None = None  # RBAC action named by a 403
-
-    @property
-    def hint(self) -> str | None:
-        if self.kind is FailureKind.FORBIDDEN:
-            what = f"'{self.action}'" if self.action else "the run command actions"
-            return f"grant the identity {what} (e.g. the 'Virtual Machine Contributor' role) on the VM's scope"
-        if self.kind is FailureKind.NOT_ALLOWED and "maximum number" in self.message.lower():
-            return "delete finished run commands with 'azrun cleanup' (a VM holds at most 25)"
-        if self.kind is FailureKind.NOT_ALLOWED and "not running" in self.message.lower():
-            return "start the VM, or leave it out of the selection"
-        return None
-
-    def describe(self) -> str:
-        base = f"{self.status or ''} {self.code}: {self.message}".strip()
-        return f"{base} (hint: {self.hint})" if self.hint else base
-
-
-def classify_error(exc: BaseException) -> ArmFailure:
-    """Reduce an azure-core exception to an :class:`ArmFailure` (never raises)."""
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
-
-    if isinstance(exc, ClientAuthenticationError):
-        return ArmFailure(FailureKind.AUTH, _status(exc), "AuthenticationFailed", _clean(str(exc)))
-    if isinstance(exc, HttpResponseError):
-        return _from_http(exc)
-    if isinstance(exc, ServiceRequestError):
-        return ArmFailure(FailureKind.NOT_SENT, None, "ServiceRequestError", _clean(str(exc)))
-    if isinstance(exc, ServiceResponseError):
-        return ArmFailure(FailureKind.UNKNOWN_OUTCOME, None, "ServiceResponseError", _clean(str(exc)))
-    return ArmFailure(FailureKind.OTHER, None, type(exc).__name__, _clean(str(exc)))
-
-
-def _status(exc: Any) -> int | None:
-    status = getattr(exc, "status_code", None)
-    return int(status) if isinstance(status, int) else None
-
-
-def _from_http(exc: Any) -> ArmFailure:
-    status = _status(exc)
-    err = getattr(exc, "error", None)
-    code = str(getattr(err, "code", "") or "")
-    message = str(getattr(err, "message", "") or getattr(exc, "message", "") or str(exc))
-    message = _clean(message.splitlines()[0] if message else "")
-    if status == 409 and code.lower() == "conflict":
-        kind = FailureKind.CONFLICT
-    elif status == 409:
-        kind = FailureKind.NOT_ALLOWED
-    elif status == 403:
-        found = _ACTION_RE.search(message)
-        return ArmFailure(FailureKind.FORBIDDEN, status, code or "AuthorizationFailed", message,
-                          found.group(1) if found else None)
-    elif status == 404:
-        kind = FailureKind.NOT_FOUND
-    elif status == 429:
-        kind = FailureKind.THROTTLED
-    elif status == 401:
-        kind = FailureKind.AUTH
-    else:
-        kind = FailureKind.OTHER
-    return ArmFailure(kind, status, code or f"HTTP{status}", message)
-
-
-def _clean(text: str) -> str:
-    return redact(" ".join(text.split()))[:500]
-
-
 # -- the client ----------------------------------------------------------------------------------------
 #: Told the status of every HTTP attempt that got a response (retries included).
 RequestCounter = Callable[[int], None]
@@ -415,11 +332,64 @@ def _hook(counter: RequestCounter | None) -> dict[str, Callable[[Any], None]]:
     return {"raw_response_hook": on_response}
 
 
+class PutAttempts:
+    """What the pipeline hooks saw of one submit: attempts sent and statuses answered."""
+
+    def __init__(self, counter: RequestCounter | None = None, on_send: Callable[[], None] | None = None) -> None:
+        self.sent = 0
+        self.statuses: list[int] = []
+        self._counter = counter
+        self._on_send = on_send
+
+    def hooks(self) -> dict[str, Callable[[Any], None]]:
+        def on_request(_request: Any) -> None:
+            self.sent += 1
+            if self._on_send is not None:
+                self._on_send()
+
+        def on_response(pipeline_response: Any) -> None:
+            status = int(pipeline_response.http_response.status_code)
+            self.statuses.append(status)
+            if self._counter is not None:
+                self._counter(status)
+
+        return {"raw_request_hook": on_request, "raw_response_hook": on_response}
+
+
+def submit_error(failure: AzureFailure, attempts: PutAttempts, target: str = "") -> SubmitNotSent | SubmitOutcomeUnknown:
+    """The error a failed PUT raises: may any attempt have been applied?
+
+    Applied is possible when an attempt was answered 5xx (or 408), when the last one was sent but
+    not answered (timeout, reset: ``UNKNOWN_OUTCOME``), or when an earlier attempt went
+    unanswered (the retry policy hid why). Otherwise every attempt either never left the client
+    (``NOT_SENT``: refused, DNS, TLS; or no token, so nothing was sent at all) or was refused
+    with a 4xx: nothing was applied.
+    """
+    unanswered = attempts.sent - len(attempts.statuses)
+    final_unsent = 1 if failure.kind is FailureKind.NOT_SENT else 0
+    maybe_applied = (
+        failure.kind is FailureKind.UNKNOWN_OUTCOME
+        or any(s >= 500 or s == 408 for s in attempts.statuses)
+        or unanswered > final_unsent
+    )
+    on = f" on {target}" if target else ""
+    if maybe_applied:
+        unknown = AzureFailure(FailureKind.UNKNOWN_OUTCOME, failure.status, failure.code, failure.message,
+                               failure.action, failure.retry_after_s)
+        return SubmitOutcomeUnknown(
+            f"the run command PUT{on} may have been applied ({unknown.describe()})", failure=unknown,
+            hint="read the run command back (GET) before sending it again",
+        )
+    return SubmitNotSent(f"the run command PUT{on} was not applied ({failure.describe()})", failure=failure)
+
+
 class RunCommandClient:
     """Submit / read / delete managed run commands over the aio SDK (VM or VMSS-VM paths).
 
-    Every method raises azure-core exceptions unchanged (callers use :func:`classify_error`),
-    except that a 404 on read or delete is an answer (``None`` / ``False``), not an error.
+    :meth:`submit` raises :class:`~azrun.errors.SubmitNotSent` or
+    :class:`~azrun.errors.SubmitOutcomeUnknown` (see :func:`submit_error`); the other methods raise
+    azure-core exceptions unchanged (callers use :func:`azrun.azerrors.classify`), except that a
+    404 on read or delete is an answer (``None`` / ``False``), not an error.
     """
 
     def __init__(self, factory: ClientFactory, *, api_version: str | None = None) -> None:
@@ -447,17 +417,24 @@ class RunCommandClient:
     ) -> RunCommandView:
         """PUT the run command (no LRO polling) and return what the PUT answered.
 
-        ``on_send`` is called when the request leaves the client (after the throttle and the
+        ``on_send`` is called when an attempt leaves the client (after the throttle and the
         token): until then, cancelling the call sends nothing.
+
+        Raises:
+            SubmitNotSent: no attempt can have been applied (safe to send again).
+            SubmitOutcomeUnknown: an attempt may have been applied: GET before a new PUT.
         """
+        from azure.core.exceptions import AzureError
+
         path = MachinePath.of(target)
-        extra: dict[str, Any] = dict(_hook(counter))
-        if on_send is not None:
-            extra["raw_request_hook"] = lambda _request: on_send()
-        poller = await self._ops(path).begin_create_or_update(
-            *self._args(path, name), body, polling=False, **self._api, **extra
-        )
-        return RunCommandView.from_sdk(await poller.result())
+        attempts = PutAttempts(counter, on_send)
+        try:
+            poller = await self._ops(path).begin_create_or_update(
+                *self._args(path, name), body, polling=False, **self._api, **attempts.hooks()
+            )
+            return RunCommandView.from_sdk(await poller.result())
+        except AzureError as exc:
+            raise submit_error(classify(exc), attempts, target.name) from exc
 
     async def get(self, target: Target, name: str, *, counter: RequestCounter | None = None) -> RunCommandView | None:
         """GET with the instance view; ``None`` when the run command does not exist."""

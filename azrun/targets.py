@@ -13,16 +13,22 @@ per VM (a VM listing page holds up to ARM's page size, 100 in the local Azure, o
    a subscription without a tagged VM or scale set costs nothing more. ARM omits the tags of
    rows filtered by tag name+value and cannot combine a tag with a type filter (azure-facts §5),
    so every other tag, the types and the first tag again are checked on Compute's own listing.
-2. ``VirtualMachines_ListAll?statusOnly=true``: every VM (standalone and Flexible members) with
-   tags, OS, identity, ``virtualMachineScaleSet.id`` and power state, paged. (The per-group list
-   accepts ``$expand=instanceView`` only together with a ``$filter``, so one subscription-wide
-   list is both valid and cheapest; ``-g`` filters client-side.) Skipped when the tag query found
+2. ``VirtualMachines_ListAll`` (the model: tags, OS, identity, ``virtualMachineScaleSet.id``; no
+   instance view) and ``VirtualMachines_ListAll?statusOnly=true`` (the power state), both paged,
+   listed concurrently and joined by resource id, compared case-insensitively. Real Azure answers
+   statusOnly *without* the model (azure-recorded §1: id, name, type, location, ``vmId``,
+   ``provisioningState``, ``instanceView.statuses``), so nothing but the id and the power state is
+   read from it; a VM in the model listing that the status listing lacks (created between the two
+   reads) has an unknown power state and is skipped. (The per-group list accepts
+   ``$expand=instanceView`` only together with a ``$filter``, so two subscription-wide lists are
+   both valid and cheapest; ``-g`` filters client-side.) Both are skipped when the tag query found
    no VM.
 3. ``VirtualMachineScaleSets_ListAll``: scale-set tags, orchestration mode, OS and identity.
-4. per selected Uniform scale set: ``VirtualMachineScaleSetVMs_List?$expand=instanceView``.
-   Flexible members come from (2), or, when (2) was skipped, from one
-   ``VirtualMachines_List?$filter='virtualMachineScaleSet/id' eq ...&$expand=instanceView`` per
-   selected Flexible scale set.
+4. per selected Uniform scale set: ``VirtualMachineScaleSetVMs_List?$expand=instanceView`` (model
+   and instance view in one answer). Flexible members come from (2), or, when (2) was skipped,
+   from one ``VirtualMachines_List?$filter='virtualMachineScaleSet/id' eq ...&$expand=instanceView``
+   per selected Flexible scale set (model and instance view; ids there may carry an upper-cased
+   resource-group segment).
 
 Every listing goes through the factory's aio clients (credential, throttle policy, retries, CA)
 via ``send_request`` and is read as plain REST JSON, following ``nextLink``; see :func:`_pages`.
@@ -48,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import re
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -60,7 +66,19 @@ from azrun.models import SkippedTarget, Target, TargetKind
 if TYPE_CHECKING:
     from azrun.clients import ClientFactory
 
-__all__ = ["OS_CHOICES", "NotSelected", "Selection", "Selector", "TagFilter", "parse_tags", "resolve"]
+__all__ = [
+    "OS_CHOICES",
+    "Listing",
+    "NotSelected",
+    "PageReader",
+    "Selection",
+    "Selector",
+    "TagFilter",
+    "parse_tags",
+    "power_by_id",
+    "read_pages",
+    "resolve",
+]
 
 T = TypeVar("T")
 OS_CHOICES = ("linux", "windows")
@@ -372,6 +390,7 @@ async def resolve(
     default_subscriptions: Sequence[str] = (),
     explain: bool = False,
     concurrency: int = 16,
+    pages: PageReader | None = None,
 ) -> Selection:
     """Resolve ``selector`` against ARM through ``factory``'s aio clients.
 
@@ -381,6 +400,8 @@ async def resolve(
         explain: also collect every machine in scope that was not selected (costs the tag
             pre-filter and one listing per Uniform scale set rejected early).
         concurrency: listings in flight at once, across subscriptions and scale sets.
+        pages: how one paged listing is read (default :func:`read_pages`, through the client's
+            pipeline); tests and instrumentation wrap it.
 
     Raises:
         ConfigError: no subscription to look in, or a selector that fails :meth:`Selector.check`.
@@ -388,7 +409,8 @@ async def resolve(
         PermissionDenied, ThrottledError, AuthError: from :mod:`azrun.azerrors`.
     """
     selector.check()
-    resolver = _Resolver(selector, factory, explain=explain, limit=asyncio.Semaphore(max(1, concurrency)))
+    resolver = _Resolver(selector, factory, explain=explain, limit=asyncio.Semaphore(max(1, concurrency)),
+                         pages=pages or read_pages)
     subscriptions = await resolver.scope(default_subscriptions)
     parts = await _all(resolver.subscription(s) for s in subscriptions)
     targets = [t for p in parts for t in p.targets]
@@ -445,19 +467,22 @@ class _Candidates:
 class _Resolver:
     """One resolution: the clients, the concurrency bound and the request count."""
 
-    def __init__(self, selector: Selector, factory: ClientFactory, *, explain: bool, limit: asyncio.Semaphore) -> None:
+    def __init__(
+        self, selector: Selector, factory: ClientFactory, *, explain: bool, limit: asyncio.Semaphore, pages: PageReader
+    ) -> None:
         self.sel = selector
         self.factory = factory
         self.explain = explain
         self.limit = limit
+        self.pages = pages
         self.requests = 0
 
-    async def _collect(self, listing: _Listing) -> list[dict[str, Any]]:
+    async def _collect(self, listing: Listing) -> list[dict[str, Any]]:
         """Every item of a paged ARM listing (one request per page), errors mapped to azrun's."""
         items: list[dict[str, Any]] = []
         async with self.limit:
             with map_azure_errors(listing.what, subscription=listing.subscription, action=listing.action):
-                async for page in _pages(listing):
+                async for page in self.pages(listing):
                     self.requests += 1
                     items.extend(page)
         return items
@@ -473,7 +498,7 @@ class _Resolver:
                     hint="pass --subscription ID or --all-subscriptions, or set AZURE_SUBSCRIPTION_ID",
                 )
             return subs
-        found = await self._collect(_Listing(
+        found = await self._collect(Listing(
             self.factory.aio_subscriptions(), "/subscriptions", {"api-version": SUBSCRIPTIONS_API},
             "listing subscriptions", None, "Microsoft.Resources/subscriptions/read",
         ))
@@ -487,10 +512,15 @@ class _Resolver:
         if cand is not None and not cand.vms and not cand.scale_sets:
             return part
         need_vms = cand is None or bool(cand.vms)
-        vm_bodies, ss_bodies = await _all([self._list_vms(sub) if need_vms else _empty(), self._list_scale_sets(sub)])
+        vm_bodies, status_bodies, ss_bodies = await _all([
+            self._list_vms(sub) if need_vms else _empty(),
+            self._list_vm_status(sub) if need_vms else _empty(),
+            self._list_scale_sets(sub),
+        ])
         scale_sets = {ss.id.lower(): ss for ss in map(_scale_set, ss_bodies)}
+        power = power_by_id(status_bodies)
         for body in vm_bodies:
-            self._consider(part, _vm_target(body, sub, scale_sets), cand)
+            self._consider(part, _vm_target(body, sub, scale_sets, power.get(str(body["id"]).lower(), "unknown")), cand)
         jobs: list[Awaitable[list[Target]]] = []
         for ss in sorted(scale_sets.values(), key=lambda s: s.id.lower()):
             if not self.sel.in_scope(ss.resource_group) or (cand is not None and ss.id.lower() not in cand.scale_sets):
@@ -526,7 +556,7 @@ class _Resolver:
             part.skipped.append(SkippedTarget(t, _power_reason(t)))
 
     async def _candidates(self, sub: str, first: TagFilter) -> _Candidates:
-        rows = await self._collect(_Listing(
+        rows = await self._collect(Listing(
             self.factory.aio_resources(sub), f"/subscriptions/{sub}/resources",
             {"$filter": first.odata(), "api-version": RESOURCES_API},
             f"listing resources tagged {first.key}", sub, "Microsoft.Resources/subscriptions/resources/read",
@@ -546,16 +576,24 @@ class _Resolver:
                 scale_sets.add(str(row["id"]).lower())
         return _Candidates(frozenset(vms), frozenset(scale_sets))
 
-    def _compute(self, sub: str, path: str, params: dict[str, str], what: str, action: str) -> _Listing:
-        return _Listing(
+    def _compute(self, sub: str, path: str, params: dict[str, str], what: str, action: str) -> Listing:
+        return Listing(
             self.factory.aio_compute(sub), f"/subscriptions/{sub}/{path}", {**params, "api-version": COMPUTE_API},
             what, sub, action,
         )
 
     async def _list_vms(self, sub: str) -> list[dict[str, Any]]:
+        """The VMs' model (tags, OS, identity, scale set): plain ListAll, no instance view."""
+        return await self._collect(self._compute(
+            sub, "providers/Microsoft.Compute/virtualMachines", {},
+            "listing virtual machines", "Microsoft.Compute/virtualMachines/read",
+        ))
+
+    async def _list_vm_status(self, sub: str) -> list[dict[str, Any]]:
+        """The VMs' power states: ListAll?statusOnly=true (status stubs without the model)."""
         return await self._collect(self._compute(
             sub, "providers/Microsoft.Compute/virtualMachines", {"statusOnly": "true"},
-            "listing virtual machines", "Microsoft.Compute/virtualMachines/read",
+            "listing virtual machine states", "Microsoft.Compute/virtualMachines/read",
         ))
 
     async def _list_scale_sets(self, sub: str) -> list[dict[str, Any]]:
@@ -581,11 +619,11 @@ class _Resolver:
             {"$filter": f"'virtualMachineScaleSet/id' eq '{ss.id}'", "$expand": "instanceView"},
             f"listing members of scale set {ss.name}", "Microsoft.Compute/virtualMachines/read",
         ))
-        return [_vm_target(b, ss.subscription_id, scale_sets) for b in bodies]
+        return [_vm_target(b, ss.subscription_id, scale_sets, _power(_get(b, "properties"))) for b in bodies]
 
 
 @dataclass(frozen=True, slots=True)
-class _Listing:
+class Listing:
     """One paged ARM GET: which client's pipeline, the first page's path and query, error context."""
 
     client: Any  # an aio management client from ClientFactory (its pipeline: auth, throttle, retry, CA)
@@ -596,7 +634,11 @@ class _Listing:
     action: str
 
 
-async def _pages(listing: _Listing) -> AsyncIterator[list[dict[str, Any]]]:
+#: Reads one paged listing: yields each page's items (one request per page).
+PageReader = Callable[["Listing"], AsyncIterator[list[dict[str, Any]]]]
+
+
+async def read_pages(listing: Listing) -> AsyncIterator[list[dict[str, Any]]]:
     """Follow ``nextLink`` through the client's pipeline, yielding each page's ``value`` as JSON.
 
     The list is read as plain JSON through ``send_request`` (the SDKs' documented escape hatch)
@@ -701,21 +743,34 @@ def _scale_set(body: Any) -> _ScaleSet:
     )
 
 
-def _vm_target(body: Any, sub: str, scale_sets: Mapping[str, _ScaleSet]) -> Target:
-    """A standalone VM or a Flexible member (``properties.virtualMachineScaleSet.id`` set)."""
+def power_by_id(status_bodies: Iterable[Any]) -> dict[str, str]:
+    """``{lower-cased resource id: power state}`` from ``ListAll?statusOnly=true`` items.
+
+    Reads only ``id`` and ``properties.instanceView.statuses``: the rest of a statusOnly item is
+    not the model on real Azure (tags nil, no OS, identity or scale set).
+    """
+    return {str(b["id"]).lower(): _power(_get(b, "properties")) for b in status_bodies if _get(b, "id")}
+
+
+def _vm_target(body: Any, sub: str, scale_sets: Mapping[str, _ScaleSet], power_state: str) -> Target:
+    """A standalone VM or a Flexible member (``properties.virtualMachineScaleSet.id`` set), from
+    its model; ``power_state`` comes from wherever the instance view was read."""
     rid, name, props = str(body["id"]), str(body["name"]), _get(body, "properties")
     vmss_id = str(_get(props, "virtualMachineScaleSet", "id") or "")
     ss = scale_sets.get(vmss_id.lower()) if vmss_id else None
     system, users = _identity(body.get("identity"))
+    rg = _part(_RG, rid)
+    if ss is not None and ss.resource_group.lower() == rg.lower():
+        rg = ss.resource_group  # Flexible members' ids may upper-case it: show the scale set's spelling
     return Target(
         resource_id=rid,
         name=name,
         kind=TargetKind.VMSS_FLEX if vmss_id else TargetKind.VM,
         subscription_id=_part(_SUB, rid, sub).lower(),
-        resource_group=_part(_RG, rid),
+        resource_group=rg,
         location=str(body.get("location") or ""),
         os=_os(props),
-        power_state=_power(props),
+        power_state=power_state,
         tags=_effective_tags(ss, _tags(body.get("tags"))),
         scale_set=_part(_VMSS_NAME, vmss_id) if vmss_id else None,
         vm_name=name,

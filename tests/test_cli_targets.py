@@ -150,7 +150,7 @@ def test_unknown_subscription_names_it(cli: Callable[..., tuple[int, str, str]])
 def test_subscription_without_access_names_it(
     cli: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from azrun.sim.fleet import load_fleet
+    from azrun.sim.fleetspec import load_fleet
 
     fleet = load_fleet(os.path.join(os.path.dirname(__file__), "..", "azrun", "sim", "fleets", "test.toml"))
     reader = fleet.identity(PROD, "id-reader")

@@ -19,7 +19,7 @@ async def test_full_output_comes_back_through_the_blobs(
     local_azure: Any, azure_env: Callable[[Any], dict[str, str]], tmp_path: Path
 ) -> None:
     from azrun.clients import ClientFactory
-    from azrun.output import OutputStore
+    from azrun.output import OutputStore, target_path
 
     env = azure_env(local_azure)
     factory = ClientFactory.from_env()
@@ -35,7 +35,8 @@ async def test_full_output_comes_back_through_the_blobs(
                                      RunSpec(script=f"seq 1 {LINES}; echo warn >&2", timeout_s=60),
                                      options=opts, observer=obs)
             rows = fleet.status(result.run_id).targets
-            blob = await store.read(result.run_id, "vm-web-01", "stdout")
+            web01 = next(r.target for r in result.results if r.target.name == "vm-web-01")
+            blob = await store.read(result.run_id, web01, "stdout")
     finally:
         await store.aclose()
         await factory.aclose()
@@ -43,7 +44,7 @@ async def test_full_output_comes_back_through_the_blobs(
     assert len(ran) == 4 and all(r.state is TargetState.SUCCEEDED for r in ran)
     assert [r.target.name for r in result.results if r.state is TargetState.SKIPPED] == ["vm-web-stopped"]
     for r in ran:
-        assert r.output.stdout_url and r.output.stdout_url.endswith(f"{result.run_id}/{r.target.name}/stdout")
+        assert r.output.stdout_url and r.output.stdout_url.endswith(f"{result.run_id}/{target_path(r.target)}/stdout")
         assert "?" not in r.output.stdout_url  # never a SAS in a result
         assert r.output.stdout_bytes == len(expected) and r.output.stderr_bytes == len("warn\n")
         assert not r.output.truncated

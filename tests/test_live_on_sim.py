@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from azrun.sim.fleet import load_fleet
+from azrun.sim.fleetspec import load_fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 FLEET = ROOT / "tests" / "live" / "sim-infra.toml"

@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 
+from azrun.cli._print import StreamPrinter
 from azrun.clients import ClientFactory
 from azrun.models import Target, TargetKind
-from azrun.output import BlobPair, OutputStore, StreamPrinter, Tailer
+from azrun.output import BlobPair, OutputStore, Tailer
 
 SUB1 = "11111111-1111-4111-8111-111111111111"
 SIG = re.compile(r"sig=(?!REDACTED)[^&\s\"']+")
@@ -37,7 +38,7 @@ def _vm(name: str, rg: str, **kw: Any) -> Target:
 
 
 def _client_id(identity: str) -> str:
-    from azrun.sim.fleet import load_fleet
+    from azrun.sim.fleetspec import load_fleet
 
     spec = load_fleet(Path(__file__).resolve().parents[1] / "azrun" / "sim" / "fleets" / "test.toml")
     ident = spec.identity(SUB1, identity)
@@ -196,7 +197,7 @@ async def test_sas_mode_streams_live_and_logs_equal_what_was_streamed(
     assert capsys.readouterr().out == "warning: disk 91% full\n"
     # --download keeps every byte
     assert await asyncio.to_thread(main, ["logs", run_id, "--download", str(tmp_path / "dl")]) == 0
-    saved = (tmp_path / "dl" / "vm-web-01" / "stdout").read_bytes()
+    saved = (tmp_path / "dl" / SUB1 / "rg-web" / "vm-web-01" / "stdout").read_bytes()
     assert saved.decode().splitlines() == out and len(saved) == ref.stdout_bytes
     text = printed.getvalue() + logged + capsys.readouterr().err
     text += "\n".join(r.getMessage() for r in caplog.records) + repr(pair)
@@ -285,7 +286,7 @@ async def test_five_megabytes_from_a_real_script_arrive_byte_identical(
         iv = await _run(factory, target, pair, script, name)
         ref, _, _ = await tailer.complete(target, iv_output=iv.output or "", iv_error=iv.error or "")
         saved = await store.download(store.name_from_url(pair.stdout_url), tmp_path / "stdout")
-        blob = await store.read(run_id, target.name, "stdout")
+        blob = await store.read(run_id, target, "stdout")
     finally:
         await tailer.aclose()
         await store.aclose()

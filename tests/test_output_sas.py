@@ -1,11 +1,9 @@
-"""SAS rules, --blob-identity parsing and the line printers (no I/O)."""
+"""SAS rules and --blob-identity parsing (no I/O)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import io
-import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -18,11 +16,7 @@ from azrun.output import (
     MAX_SAS_LIFETIME_S,
     AccountKeySigner,
     BlobPair,
-    JsonPrinter,
-    OutputMode,
-    StreamPrinter,
     UserDelegationSigner,
-    make_sink,
     parse_blob_identity,
     sas_lifetime_s,
 )
@@ -126,43 +120,6 @@ def test_blob_pair_repr_hides_write_uris() -> None:
     )
     assert "SECRETSIG" not in repr(pair) and "sig=" not in repr(pair)
     assert redact(pair.stdout_write_uri).endswith("sig=REDACTED")
-
-
-def test_stream_printer_plain() -> None:
-    out = io.StringIO()
-    printer = StreamPrinter(out)
-    printer(_target(), "stdout", "hello")
-    printer(_target(), "stderr", "boom")
-    assert out.getvalue() == "[vm-web-01] hello\n[vm-web-01] (stderr) boom\n"
-
-
-def test_stream_printer_shows_the_last_state_of_redrawn_lines_and_resets_colours() -> None:
-    printer = StreamPrinter(io.StringIO())
-    assert printer.format(_target(), "stdout", "10%\r50%\r100%") == "[vm-web-01] 100%"
-    assert printer.format(_target(), "stdout", "\x1b[32mgreen") == "[vm-web-01] \x1b[32mgreen\x1b[0m"
-
-
-def test_stream_printer_colours_when_asked() -> None:
-    out = io.StringIO()
-    StreamPrinter(out, color=True)(_target(), "stderr", "boom")
-    text = out.getvalue()
-    assert "\x1b[" in text and "[vm-web-01]" in text and text.endswith("\x1b[0m\n")
-    a, b = StreamPrinter(color=True), _target("vm-db-02")
-    assert a.format(_target(), "stdout", "x", color=True) != a.format(b, "stdout", "x", color=True)
-
-
-def test_json_printer() -> None:
-    out = io.StringIO()
-    JsonPrinter(out)(_target(), "stderr", 'ünï "q"')
-    assert json.loads(out.getvalue()) == {"target": "vm-web-01", "stream": "stderr", "line": 'ünï "q"'}
-
-
-def test_make_sink_by_mode() -> None:
-    assert isinstance(make_sink("stream"), StreamPrinter)
-    assert isinstance(make_sink(OutputMode.JSON), JsonPrinter)
-    assert make_sink("summary") is None and make_sink("quiet") is None
-    with pytest.raises(ValueError):
-        make_sink("loud")
 
 
 # -- container URLs and settings (no I/O) ---------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import random
@@ -33,8 +34,10 @@ SIG = re.compile(r"sig=(?!REDACTED)[^&\s\"']+")
 
 
 def _target(name: str, **kw: Any) -> Target:
+    ss, _, inst = name.partition("/")
+    kind = f"virtualMachineScaleSets/{ss}/virtualMachines/{inst}" if inst else f"virtualMachines/{name}"
     return Target(
-        resource_id=f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/{name}",
+        resource_id=f"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/{kind}",
         name=name, kind=TargetKind.VM, subscription_id="s", resource_group="rg", location="westeurope",
         os="linux", power_state="running", **kw,
     )  # fmt: skip
@@ -174,14 +177,14 @@ async def test_prepare_creates_empty_append_blobs_and_a_scoped_sas(
     run_id, target = _run_id(), _target("vm-web-01")
     pair = await store.prepare(run_id, target, expiry_s=3600)
     assert (pair.stdout_url, pair.stderr_url) == store.urls(run_id, target)
-    assert pair.stdout_url.endswith(f"/{run_id}/vm-web-01/stdout") and "?" not in pair.stdout_url
+    assert pair.stdout_url.endswith(f"/{run_id}/s/rg/vm-web-01/stdout") and "?" not in pair.stdout_url
     assert pair.stdout_write_uri.startswith(pair.stdout_url + "?")
     assert "sp=racw" in pair.stdout_write_uri and "spr=https" in pair.stdout_write_uri
-    assert await store.read(run_id, "vm-web-01", "stdout") == b""
+    assert await store.read(run_id, target, "stdout") == b""
     # the handler re-creates the blob with the SAS, then appends
     assert await writer.create(pair.stdout_write_uri) == 201
     await writer.append(pair.stdout_write_uri, b"hello\n")
-    assert await store.read(run_id, "vm-web-01", "stdout") == b"hello\n"
+    assert await store.read(run_id, target, "stdout") == b"hello\n"
     # the SAS is for that one blob only
     other = pair.stdout_write_uri.replace("/vm-web-01/stdout?", "/vm-web-01/other?")
     assert await writer.create(other) == 403
@@ -192,8 +195,8 @@ async def test_names_with_slashes_and_unicode(store: OutputStore, writer: Writer
     target = _target("vmss-api/3 ü")
     pair = await store.prepare(run_id, target, expiry_s=3600)
     await writer.append(pair.stderr_write_uri, b"x\n")
-    assert await store.read(run_id, target.name, "stderr") == b"x\n"
-    assert store.name_from_url(pair.stderr_url) == f"{run_id}/vmss-api/3 ü/stderr"
+    assert await store.read(run_id, target, "stderr") == b"x\n"
+    assert store.name_from_url(pair.stderr_url) == f"{run_id}/s/rg/vmss-api/3 ü/stderr"
 
 
 async def test_managed_identity_mode(env: dict[str, str], factory: ClientFactory) -> None:
@@ -257,9 +260,9 @@ async def test_five_megabytes_arrive_whole_and_byte_identical(
     assert hashlib.sha256(streamed).hexdigest() == digest  # every byte, in order, through the tail
     assert ref.stdout_bytes == len(body) and not ref.truncated
     assert out_tail.splitlines() == sink.lines[("vm-big", "stdout")][-20:]
-    assert hashlib.sha256(await store.read(run_id, "vm-big", "stdout")).hexdigest() == digest
+    assert hashlib.sha256(await store.read(run_id, target, "stdout")).hexdigest() == digest
     path = tmp_path / "out"
-    assert await store.download(f"{run_id}/vm-big/stdout", path) == len(body)
+    assert await store.download(f"{run_id}/s/rg/vm-big/stdout", path) == len(body)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
@@ -552,10 +555,12 @@ async def test_logs_reads_the_ledger_and_prints_what_a_run_streamed(
     assert await asyncio.to_thread(main, ["logs", run_id, "--target", "VMSS-API/2", "--stdout"]) == 0
     assert capsys.readouterr().out == "b1\nb2-no-newline"  # raw bytes, as written
     assert await asyncio.to_thread(main, ["logs", run_id, "--stderr", "--json"]) == 0
-    assert capsys.readouterr().out == '{"target": "vm-l1", "stream": "stderr", "line": "e1"}\n'
+    assert json.loads(capsys.readouterr().out) == {
+        "target": "vm-l1", "id": targets[0].resource_id, "stream": "stderr", "line": "e1",
+    }
     assert await asyncio.to_thread(main, ["logs", run_id, "--download", str(tmp_path / "d")]) == 0
-    assert (tmp_path / "d" / "vmss-api" / "2" / "stdout").read_bytes() == b"b1\nb2-no-newline"
-    assert (tmp_path / "d" / "vm-l1" / "stderr").read_bytes() == b"e1\n"
+    assert (tmp_path / "d" / "s" / "rg" / "vmss-api" / "2" / "stdout").read_bytes() == b"b1\nb2-no-newline"
+    assert (tmp_path / "d" / "s" / "rg" / "vm-l1" / "stderr").read_bytes() == b"e1\n"
     assert await asyncio.to_thread(main, ["logs", run_id, "--target", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no target named nope" in err and "vm-l1" in err

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,12 +13,14 @@ from typing import Any
 import pytest
 from _fleet_support import LOCATION, RG, SUB, executions, fleet_toml
 
+from azrun.errors import AzureFailure, SubmitNotSent, SubmitOutcomeUnknown
 from azrun.models import RunSpec, Target, TargetKind, TargetState
 from azrun.runcommand import (
     RUN_TAG,
     BlobTargets,
     FailureKind,
     MachinePath,
+    PutAttempts,
     RunCommandClient,
     RunCommandView,
     build_run_command,
@@ -27,6 +30,7 @@ from azrun.runcommand import (
     looks_timed_out,
     new_run_id,
     run_command_name,
+    submit_error,
 )
 
 
@@ -121,9 +125,46 @@ def test_timeout_detection_in_one_function() -> None:
 def test_transport_errors_say_whether_the_put_may_have_landed() -> None:
     from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 
-    assert classify_error(ServiceRequestError("refused")).kind is FailureKind.NOT_SENT
+    refused = ServiceRequestError("Cannot connect", error=ConnectionRefusedError(111, "refused"))
+    assert classify_error(refused).kind is FailureKind.NOT_SENT
+    # azure-core raises ServiceRequestError for a disconnect after sending too: not proof of anything
+    assert classify_error(ServiceRequestError("Server disconnected")).kind is FailureKind.UNKNOWN_OUTCOME
     assert classify_error(ServiceResponseError("reset")).kind is FailureKind.UNKNOWN_OUTCOME
     assert classify_error(ValueError("x")).kind is FailureKind.OTHER
+
+
+def _attempts(*statuses: int, unanswered: int = 0) -> PutAttempts:
+    attempts = PutAttempts()
+    attempts.sent = len(statuses) + unanswered
+    attempts.statuses = list(statuses)
+    return attempts
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "attempts", "raised"),
+    [
+        (FailureKind.NOT_SENT, None, _attempts(unanswered=1), SubmitNotSent),  # refused before sending
+        (FailureKind.AUTH, None, _attempts(), SubmitNotSent),  # no token: nothing left the client
+        (FailureKind.CONFLICT, 409, _attempts(409), SubmitNotSent),
+        (FailureKind.THROTTLED, 429, _attempts(429, 429, 429), SubmitNotSent),
+        (FailureKind.OTHER, 500, _attempts(500, 503, 500), SubmitOutcomeUnknown),  # 5xx after retries
+        (FailureKind.CONFLICT, 409, _attempts(503, 409), SubmitOutcomeUnknown),  # the 503 may have landed
+        (FailureKind.UNKNOWN_OUTCOME, None, _attempts(unanswered=1), SubmitOutcomeUnknown),  # reset / timeout
+        (FailureKind.NOT_SENT, None, _attempts(unanswered=2), SubmitOutcomeUnknown),  # an earlier try went unanswered
+        (FailureKind.NOT_FOUND, 404, _attempts(404, unanswered=1), SubmitOutcomeUnknown),
+    ],
+)
+def test_a_failed_put_says_whether_it_may_have_been_applied(
+    kind: FailureKind, status: int | None, attempts: PutAttempts, raised: type[Exception]
+) -> None:
+    failure = AzureFailure(kind, status, "Code", "ARM's words")
+    error = submit_error(failure, attempts, "vm-001")
+    assert type(error) is raised and "vm-001" in error.message and "\n" not in error.message
+    if raised is SubmitOutcomeUnknown:
+        assert classify_error(error).kind is FailureKind.UNKNOWN_OUTCOME and error.hint
+        assert (error.failure.status, error.failure.code) == (status, "Code")
+    else:
+        assert classify_error(error) is failure
 
 
 # -- the wire ------------------------------------------------------------------------------------------
@@ -187,14 +228,16 @@ async def test_submit_poll_delete_on_both_paths(client: RunCommandClient, sim: A
 async def test_refusals_are_classified_with_arms_words(client: RunCommandClient) -> None:
     rid = new_run_id()
     body = build_run_command(RunSpec(script="true"), location=LOCATION, run_id=rid)
-    with pytest.raises(Exception) as stopped:
+    with pytest.raises(SubmitNotSent) as stopped:  # a 4xx: ARM refused it, nothing was applied
         await client.submit(vm("vm-off", "deallocated"), run_command_name(rid), body)
     f = classify_error(stopped.value)
+    assert f is stopped.value.failure
     assert f.kind is FailureKind.NOT_ALLOWED and f.status == 409 and "not running" in f.message
-    with pytest.raises(Exception) as missing:
+    assert stopped.value.hint == "start the VM, or leave it out of the selection"
+    with pytest.raises(SubmitNotSent) as missing:
         await client.submit(vm("vm-nope"), run_command_name(rid), body)
     f = classify_error(missing.value)
-    assert f.kind is FailureKind.NOT_FOUND and f.status == 404
+    assert f.kind is FailureKind.NOT_FOUND and f.status == 404 and not f.retryable
 
 
 async def test_a_running_command_put_again_with_changes_conflicts(client: RunCommandClient) -> None:
@@ -205,9 +248,9 @@ async def test_a_running_command_put_again_with_changes_conflicts(client: RunCom
     sync = RunSpec(script="sleep 5", async_execution=False)
     await client.submit(target, name, build_run_command(sync, location=LOCATION, run_id=rid))
     await asyncio.sleep(0.3)
-    with pytest.raises(Exception) as info:
+    with pytest.raises(SubmitNotSent) as info:
         await client.submit(target, name, build_run_command(RunSpec(script="sleep 6"), location=LOCATION, run_id=rid))
-    assert classify_error(info.value).kind is FailureKind.CONFLICT
+    assert classify_error(info.value).kind is FailureKind.CONFLICT and classify_error(info.value).retryable
     assert await client.delete(target, name)  # DELETE kills it
 
 
@@ -222,7 +265,7 @@ async def test_forbidden_names_the_missing_action(
     try:
         client = RunCommandClient(factory)
         rid = new_run_id()
-        with pytest.raises(Exception) as info:
+        with pytest.raises(SubmitNotSent) as info:
             await client.submit(vm("vm-002"), run_command_name(rid),
                                 build_run_command(RunSpec(script="true"), location=LOCATION, run_id=rid))
     finally:
@@ -231,6 +274,63 @@ async def test_forbidden_names_the_missing_action(
     assert f.kind is FailureKind.FORBIDDEN and f.status == 403
     assert f.action == "Microsoft.Compute/virtualMachines/runCommands/write"
     assert f.hint and f.action in f.hint
+
+
+def _fast_retry_factory() -> Any:
+    """A factory whose clients retry twice, quickly (no throttle): fault tests stay fast."""
+    from azrun.clients import ClientFactory
+    from azrun.cloud import Cloud
+
+    class FastRetries(ClientFactory):
+        def _kwargs(self, *, aio: bool) -> dict[str, Any]:
+            return {**super()._kwargs(aio=aio), "retry_total": 2, "retry_backoff_factor": 0.01}
+
+    return FastRetries(cloud=Cloud.from_env(os.environ))
+
+
+async def test_submit_raises_outcome_unknown_after_5xx_and_resets_and_not_sent_when_refused(
+    sim_factory: Callable[..., Any], azure_env: Callable[[Any], dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real SDK: a PUT answered 5xx, or reset after sending, may have landed; a PUT
+    to a port nobody listens on never left; no message carries an ``<ssl.SSLContext ...>`` repr."""
+    import socket
+
+    sim = sim_factory(fleet_toml(vms=1))
+    azure_env(sim)
+    rid = new_run_id()
+    body = build_run_command(RunSpec(script="true"), location=LOCATION, run_id=rid)
+    raised: dict[str, BaseException] = {}
+    for fault in ("arm_error_rate", "arm_reset_rate"):
+        sim.admin_post("faults", {fault: 1.0})
+        factory = _fast_retry_factory()
+        sent: list[int] = []
+        try:
+            with pytest.raises(SubmitOutcomeUnknown) as info:
+                await RunCommandClient(factory).submit(vm("vm-001"), run_command_name(rid), body,
+                                                       counter=sent.append)
+        finally:
+            await factory.aclose()
+        raised[fault] = info.value
+        assert classify_error(info.value).kind is FailureKind.UNKNOWN_OUTCOME
+    sim.admin_post("faults", {})
+    assert raised["arm_error_rate"].failure.status in (500, 503)  # type: ignore[attr-defined]
+    assert raised["arm_reset_rate"].failure.status is None  # type: ignore[attr-defined]
+
+    with socket.socket() as sock:  # a port that was free a moment ago: connection refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AZRUN_ARM_ENDPOINT", f"https://127.0.0.1:{port}")
+    factory = _fast_retry_factory()
+    try:
+        with pytest.raises(SubmitNotSent) as refused:
+            await RunCommandClient(factory).submit(vm("vm-001"), run_command_name(rid), body)
+    finally:
+        await factory.aclose()
+    failure = classify_error(refused.value)
+    assert failure.kind is FailureKind.NOT_SENT and failure.retryable
+    for error in (refused.value, *raised.values()):
+        assert "object at 0x" not in str(error) and "\n" not in str(error)
+    assert not [e for e in executions(sim) if e["runCommand"] == run_command_name(rid)]
 
 
 def test_paths_need_no_network(tmp_path: Path) -> None:

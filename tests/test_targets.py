@@ -8,25 +8,24 @@ take several pages, so paging is exercised by every resolution.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from azrun.azerrors import azure_error, map_azure_errors, missing_action
-from azrun.errors import (
-    AuthError,
-    AzrunError,
-    ConfigError,
-    NoTargetsMatched,
-    PermissionDenied,
-    TargetError,
-    ThrottledError,
-)
+from azrun.errors import ConfigError, NoTargetsMatched, PermissionDenied, TargetError
 from azrun.models import Target, TargetKind
-from azrun.targets import Selection, Selector, TagFilter, parse_tags, resolve
+from azrun.targets import (
+    Listing,
+    Selection,
+    Selector,
+    TagFilter,
+    parse_tags,
+    power_by_id,
+    read_pages,
+    resolve,
+)
 
 SUB_A = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
 SUB_B = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
@@ -252,68 +251,6 @@ def test_scale_set_name_prefilter(pattern: str, scale_set: str, could: bool) -> 
     assert (sel.scale_set_rejection(scale_set, "linux", {}) is None) is could
 
 
-# ----------------------------------------------------------------------------- error mapping (no I/O)
-class _Response:
-    """The few attributes azure-core's HttpResponseError reads from a response."""
-
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        self.status_code = status
-        self.reason = "reason"
-        self.headers = headers or {}
-        self.content_type = "application/json"
-        self.request = None
-        self._body = json.dumps(body)
-
-    def text(self, encoding: str | None = None) -> str:
-        return self._body
-
-    def body(self) -> bytes:
-        return self._body.encode()
-
-
-def _http_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Exception:
-    from azure.core.exceptions import HttpResponseError
-    from azure.mgmt.core.exceptions import ARMErrorFormat
-
-    response = _Response(status, {"error": {"code": code, "message": message}}, headers)
-    return HttpResponseError(response=response, error_format=ARMErrorFormat)
-
-
-def test_403_names_the_missing_action_and_never_the_token() -> None:
-    msg = (
-        "The client 'x' with object id 'x' does not have authorization to perform action "
-        "'Microsoft.Compute/virtualMachines/read' over scope '/subscriptions/s' Bearer eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.sig"
-    )
-    err = azure_error(_http_error(403, "AuthorizationFailed", msg), "listing", subscription=SUB_A)
-    assert isinstance(err, PermissionDenied)
-    assert err.action == "Microsoft.Compute/virtualMachines/read"
-    assert SUB_A in err.message and "eyJ" not in err.message and "\n" not in err.message
-    assert missing_action("nothing here") is None
-
-
-def test_error_mapping_by_status_and_code() -> None:
-    throttled = azure_error(_http_error(429, "TooManyRequests", "slow down", {"Retry-After": "7"}))
-    assert isinstance(throttled, ThrottledError) and throttled.retry_after_s == 7
-    missing = azure_error(_http_error(404, "SubscriptionNotFound", "nope"), "listing", subscription=SUB_MISSING)
-    assert isinstance(missing, TargetError) and SUB_MISSING in missing.message
-    other = azure_error(_http_error(500, "InternalServerError", "boom\nsecond line"))
-    assert type(other) is AzrunError and other.message == "ARM answered 500 InternalServerError: boom second line"
-    assert azure_error(ValueError("not azure")) is None
-
-
-def test_map_azure_errors_translates_network_and_auth_errors() -> None:
-    from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
-
-    with pytest.raises(AuthError) as auth, map_azure_errors("listing"):
-        raise ClientAuthenticationError("token request failed: access_token=abc.def")
-    assert "abc.def" not in auth.value.message and isinstance(auth.value.__cause__, ClientAuthenticationError)
-    with pytest.raises(AzrunError, match="cannot reach Azure") as net, map_azure_errors("listing"):
-        raise ServiceRequestError("connection refused")
-    assert net.value.hint
-    with pytest.raises(KeyError), map_azure_errors("listing"):
-        raise KeyError("untouched")
-
-
 # ----------------------------------------------------------------------------- against the local Azure
 @pytest.fixture(scope="module")
 def fleet_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
@@ -356,7 +293,7 @@ def names(items: Any) -> set[str]:
 
 
 def _flex_members(prefix: str, count: int) -> set[str]:
-    from azrun.sim.fleet import load_fleet
+    from azrun.sim.fleetspec import load_fleet
 
     fleet = load_fleet(FLEET)
     found = {v.name for v in fleet.vms if v.vmss == prefix}
@@ -409,6 +346,84 @@ async def test_selector_combinations(
     assert [t.sort_key for t in selection.targets] == sorted(t.sort_key for t in selection.targets)
 
 
+# ----------------------------------------------------------------------------- statusOnly is not the model
+#: What real Azure's ``VirtualMachines_ListAll?statusOnly=true`` answers per VM (azure-recorded §1):
+#: no tags, no storageProfile/osType, no identity, no virtualMachineScaleSet.
+STATUS_ONLY_KEYS = {"id", "name", "type", "location"}
+STATUS_ONLY_PROPERTIES = {"vmId", "provisioningState", "instanceView"}
+
+
+def _stub(item: dict[str, Any], *, shout_group: bool = False) -> dict[str, Any]:
+    """A statusOnly item as real Azure sends it (optionally with the resource-group segment
+    upper-cased, as Flexible members come back)."""
+    props = item.get("properties") or {}
+    stub = {k: v for k, v in item.items() if k in STATUS_ONLY_KEYS}
+    stub["properties"] = {k: v for k, v in props.items() if k in STATUS_ONLY_PROPERTIES}
+    stub["properties"]["instanceView"] = {"statuses": (props.get("instanceView") or {}).get("statuses") or []}
+    if shout_group:
+        head, sep, tail = stub["id"].partition("/resourceGroups/")
+        group, _, rest = tail.partition("/")
+        stub["id"] = f"{head}{sep}{group.upper()}/{rest}"
+    return stub
+
+
+def stub_status_only(counter: list[int], *, shout_group: bool = False) -> Callable[[Listing], AsyncIterator[Any]]:
+    """A page reader that reads through the real pipeline, then cuts statusOnly answers down to
+    what real Azure sends; ``counter`` counts the items it cut."""
+
+    async def pages(listing: Listing) -> AsyncIterator[list[dict[str, Any]]]:
+        async for page in read_pages(listing):
+            if listing.params.get("statusOnly") == "true":
+                counter.append(len(page))
+                page = [_stub(item, shout_group=shout_group) for item in page]
+            yield page
+
+    return pages
+
+
+@pytest.mark.parametrize("shout_group", [False, True], ids=["stubs", "stubs-upper-cased-groups"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"tags": ["env=prod"]},
+        {"select_all": True, "include_stopped": True, "all_subscriptions": True},
+        {"resource_groups": ["rg-web", "rg-win"], "os": "windows"},
+        {"tags": ["role=worker"]},
+        {"names": ["vm-untagged"]},
+    ],
+)
+async def test_selection_never_reads_the_model_from_status_only(
+    fleet_sim: Any, azure_env: Callable[[Any], Any], options: dict[str, Any], shout_group: bool
+) -> None:
+    """Real Azure's statusOnly items carry no tags, OS, identity or scale set: selecting with
+    stubbed statusOnly answers selects exactly what selecting with the local Azure's full ones does."""
+    from azrun.clients import ClientFactory
+
+    azure_env(fleet_sim)
+    factory = ClientFactory.from_env()
+    cut: list[int] = []
+    try:
+        selector = Selector.from_options(**options)
+        full = await resolve(selector, factory, default_subscriptions=[SUB_A], explain=True)
+        stubbed = await resolve(selector, factory, default_subscriptions=[SUB_A], explain=True,
+                                pages=stub_status_only(cut, shout_group=shout_group))
+    finally:
+        await factory.aclose()
+    assert sum(cut) > 0  # the statusOnly listing was read, and cut down
+    assert stubbed.targets == full.targets and stubbed.targets
+    assert stubbed.skipped == full.skipped
+    assert stubbed.not_selected == full.not_selected
+
+
+def test_power_is_joined_by_id_case_insensitively_and_unknown_when_missing() -> None:
+    rid = f"/subscriptions/{SUB_A}/resourceGroups/rg-Web/providers/Microsoft.Compute/virtualMachines/vm-1"
+    status = {"id": rid.upper(), "name": "vm-1",
+              "properties": {"instanceView": {"statuses": [{"code": "ProvisioningState/succeeded"},
+                                                            {"code": "PowerState/deallocated"}]}}}
+    assert power_by_id([status, {"name": "no id"}]) == {rid.lower(): "deallocated"}
+    assert power_by_id([{"id": rid, "properties": {}}]) == {rid.lower(): "unknown"}
+
+
 async def test_targets_carry_kind_scope_power_os_and_identity(select: Callable[..., Any]) -> None:
     selection = await select(select_all=True, include_stopped=True, all_subscriptions=True)
     by_name = {t.name: t for t in selection.targets}
@@ -446,12 +461,13 @@ async def test_paging_is_followed_and_requests_stay_per_listing(select: Callable
     before = len(fleet_sim.requests())
     selection = await select(tags=["env=prod"])
     ops = [r["op"] for r in fleet_sim.requests()[before:] if r["service"] == "arm"]
-    # page_size 3: 11 tagged resources -> 4 pages; 14 VMs -> 5; 4 scale sets -> 2; 5 instances -> 2.
+    # page_size 3: 11 tagged resources -> 4 pages; 14 VMs -> 5 (model) + 5 (status); 4 scale sets -> 2;
+    # 5 instances -> 2.
     assert ops.count("Resources_List") == 4
-    assert ops.count("VirtualMachines_ListAll") == 5
+    assert ops.count("VirtualMachines_ListAll") == 5 + 5
     assert ops.count("VirtualMachineScaleSets_ListAll") == 2
     assert ops.count("VirtualMachineScaleSetVMs_List") == 2  # vmss-api only: vmss-dev is not tagged env=prod
-    assert len(ops) == selection.arm_requests == 13
+    assert len(ops) == selection.arm_requests == 18
     assert "vmss-api/3" in names(selection.targets) and "vmss-api/4" in names(selection.skipped)
 
 
@@ -507,7 +523,7 @@ async def test_missing_subscription_is_one_line_naming_it(select: Callable[..., 
 
 
 async def test_subscription_without_access_names_it_and_the_action(select: Callable[..., Any]) -> None:
-    from azrun.sim.fleet import load_fleet
+    from azrun.sim.fleetspec import load_fleet
 
     identity = load_fleet(FLEET).identity(SUB_A, "id-limited")
     assert identity is not None
@@ -539,7 +555,7 @@ def test_no_default_subscription_is_a_config_error(fleet_sim: Any, azure_env: Ca
 
 
 def test_fleet_text_is_valid_toml(tmp_path: Path) -> None:
-    from azrun.sim.fleet import load_fleet
+    from azrun.sim.fleetspec import load_fleet
 
     fleet = load_fleet(FLEET)
     assert {s.id for s in fleet.subscriptions} == {SUB_A, SUB_B}

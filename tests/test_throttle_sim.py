@@ -8,7 +8,7 @@ each once per module (a fixture), with several tests reading one run:
 * a 429 storm (``faults.arm_throttle_rate``), every attempt recorded by a client-side policy.
 
 Where a requirement depends on timing a loaded machine cannot guarantee, the exact case is
-also played against :class:`azrun.sim.arm_throttle.Throttler` (the simulator's own ARM buckets)
+also played against :class:`azrun.sim.arm.throttle.Throttler` (the simulator's own ARM buckets)
 in virtual time, behind a fake transport in a real azure-core pipeline: those minimal tests
 are deterministic.
 """
@@ -37,9 +37,9 @@ from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.core.rest._http_response_impl_async import RestAsyncHttpClientTransportResponse
 
 from azrun import auth
-from azrun.sim.arm_errors import ArmError
-from azrun.sim.arm_throttle import Throttler
-from azrun.sim.fleet import Limits
+from azrun.sim.arm.errors import ArmError
+from azrun.sim.arm.throttle import Throttler
+from azrun.sim.fleetspec import Limits
 from azrun.throttle import AsyncThrottleAwareRetryPolicy, AsyncThrottlePolicy, Throttle, aio_client_kwargs
 
 SUB = "11111111-1111-4111-8111-111111111111"

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "azrun.cli._run",
     "azrun.cli._history",
     "azrun.cli._logs",
+    "azrun.cli._report",
     "azrun.cli._config",
     "azrun.cli._sim",
 )

@@ -30,10 +30,10 @@ import typer
 from azrun.errors import ConfigError, LedgerError, OutputError
 
 if TYPE_CHECKING:
+    from azrun.cli._logs_read import LoggedTarget
     from azrun.clients import ClientFactory
     from azrun.config import Settings
     from azrun.output import OutputStore
-    from azrun.output._logs import LoggedTarget
 
 LOGS = "Logs"
 
@@ -118,9 +118,9 @@ async def _logs(
     json_lines: bool,
     state_dir: Path | None,
 ) -> None:
+    from azrun.cli._logs_read import copy_raw, download_logs, follow_logs, print_logs
     from azrun.cli._options import client_factory
-    from azrun.output import JsonPrinter, StreamPrinter
-    from azrun.output._logs import copy_raw, download_logs, follow_logs, print_logs
+    from azrun.cli._print import JsonPrinter, Labels, StreamPrinter
 
     rid, rows = _ledger_targets(settings, run_id, state_dir)
     factory = client_factory(settings)
@@ -133,7 +133,7 @@ async def _logs(
             total = sum(n for _, n in saved)
             sys.stderr.write(f"saved {len(saved)} files ({total} bytes) of run {rid} to {download}\n")
             return
-        sink = JsonPrinter() if json_lines else StreamPrinter()
+        sink = JsonPrinter() if json_lines else StreamPrinter(labels=Labels([lt.target for lt in targets]))
         if follow:
 
             async def refresh() -> list[LoggedTarget]:
@@ -141,7 +141,13 @@ async def _logs(
                 return _select(fresh, names, rid) if fresh is not None else targets
 
             await follow_logs(store, rid, refresh, sink)
-        elif len(targets) == 1 and len(streams) == 1 and not json_lines:
+        elif len(streams) == 1 and not json_lines and (len(targets) == 1 or names):
+            if len(targets) != 1:
+                raise OutputError(
+                    f"--{streams[0]} prints one target's raw bytes, and {len(targets)} targets match "
+                    f"{', '.join(names)}",
+                    hint="name one: rg/name or the resource id (`azrun status` lists them)",
+                )
             sys.stdout.flush()  # raw bytes go under the text layer
             await copy_raw(store, rid, targets[0], streams[0], sys.stdout.buffer)
         else:
@@ -161,9 +167,9 @@ def _ledger_targets(
     out unless ``include_pending`` (``--follow``: they may still start). This is the only place
     ``azrun logs`` touches the ledger.
     """
+    from azrun.cli._logs_read import LoggedTarget
     from azrun.config import state_dir as resolve_state_dir
     from azrun.ledger import Ledger
-    from azrun.output._logs import LoggedTarget
 
     directory = resolve_state_dir(override=str(state_dir) if state_dir else None)
     try:
@@ -187,8 +193,8 @@ def _ledger_targets(
 async def _open(
     settings: Settings, factory: ClientFactory, run_id: str, rows: list[LoggedTarget] | None
 ) -> tuple[OutputStore, list[LoggedTarget]]:
+    from azrun.cli._logs_read import container_of, targets_from_blobs
     from azrun.output import OutputStore, container_url_from_settings
-    from azrun.output._logs import container_of, targets_from_blobs
 
     urls = [u for r in rows or () for u in (r.stdout_url, r.stderr_url) if u]
     container = container_of(urls[0], run_id) if urls else None
@@ -225,6 +231,10 @@ def _usable(connection_string: object, container_url: str) -> str | None:
 
 
 def _select(targets: list[LoggedTarget], names: Sequence[str], run_id: str) -> list[LoggedTarget]:
+    """The targets ``--target`` names: a display name (every machine of that name), ``rg/name``,
+    a blob path (``sub/rg/vm``) or a resource id; all compared case-insensitively."""
+    from azrun.output import target_path
+
     if not targets:
         raise OutputError(
             f"run {run_id} has no output blobs",
@@ -232,9 +242,18 @@ def _select(targets: list[LoggedTarget], names: Sequence[str], run_id: str) -> l
         )
     if not names:
         return targets
-    wanted = {n.lower() for n in names}
-    chosen = [t for t in targets if t.target.name.lower() in wanted]
-    missing = wanted - {t.target.name.lower() for t in chosen}
+
+    def keys(lt: LoggedTarget) -> set[str]:
+        t = lt.target
+        path = t.resource_id[5:] if t.resource_id.startswith("blob:") else target_path(t)
+        found = {t.name, f"{t.resource_group}/{t.name}", path, t.resource_id}
+        if t.resource_group:
+            found.add(f"{t.subscription_id}/{t.resource_group}/{t.name}")
+        return {k.lower() for k in found if k}
+
+    wanted = {n.strip().lower() for n in names}
+    chosen = [t for t in targets if keys(t) & wanted]
+    missing = wanted - set().union(*(keys(t) for t in chosen)) if chosen else wanted
     if missing:
         known = ", ".join(t.target.name for t in targets[:10])
         raise OutputError(

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from rich.live import Live
 
     from azrun.fleet import ProgressSnapshot
-    from azrun.output._tail import Sink
+    from azrun.output import Sink
 
 __all__ = ["Display", "LiveProgress", "PlainProgress", "QuietProgress", "make_display", "render_panel"]
 
@@ -268,7 +268,7 @@ def make_display(
     ``--quiet`` nor ``--debug`` (whose log lines would tear the panel) is on. ``lines_to``: where
     output lines go (default stdout; stderr when stdout carries a machine-readable result).
     """
-    from azrun.output import OutputMode, make_sink
+    from azrun.cli._print import OutputMode, make_sink
 
     try:
         chosen = OutputMode(mode)

@@ -190,8 +190,8 @@ async def open_output(settings: Settings, factory: ClientFactory, mode: str) -> 
 
 
 def make_observer(mode: str, verbose: bool) -> FleetObserver:
+    from azrun.cli._print import OutputMode, make_sink
     from azrun.cli._run_view import LinePrinter
-    from azrun.output import OutputMode, make_sink
 
     try:
         chosen = OutputMode(mode)

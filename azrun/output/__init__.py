@@ -10,32 +10,23 @@ view at completion.
 Pieces:
 
 * :class:`OutputStore` (``_store``): the container; ``open`` / ``from_settings``, ``prepare``
-  (create blobs + write access as a :class:`BlobPair`), ``urls``, ``read``, ``download``,
+  (create blobs + write access as a :class:`BlobPair`; one blob pair per resource id, under
+  :func:`target_path`), ``urls``, ``read``, ``download``,
   ``list_run``; request counting and a storage token bucket of its own.
 * SAS (``_sas``): account-key or user-delegation signers, lifetime rules, ``--blob-identity``.
 * :class:`Tailer` (``_tail``): adaptive conditional polling of many targets, ``complete``.
 * :class:`LineSplitter` (``_lines``): bytes -> lines, UTF-8 safe across chunk boundaries.
-* Printers (``_print``): :class:`StreamPrinter`, :class:`JsonPrinter`, :func:`make_sink`.
 * Without storage (``_fallback``): :data:`NO_STORAGE_NOTICE`, :func:`instance_view_output`.
-* ``azrun logs`` (``_logs``): :func:`print_logs`, :func:`copy_raw`, :func:`follow_logs`,
-  :func:`download_logs` over a list of :class:`LoggedTarget`.
 * Client options and error wording (``_connect``).
+
+The printers (``[vm] line``, JSON lines) and the ``azrun logs`` readers only the CLI uses live
+with it: :mod:`azrun.cli._print` and :mod:`azrun.cli._logs_read`.
 """
 
 from __future__ import annotations
 
 from azrun.output._fallback import INSTANCE_VIEW_LIMIT_BYTES, NO_STORAGE_NOTICE, instance_view_output
 from azrun.output._lines import LineSplitter, TailLines, split_text
-from azrun.output._logs import (
-    LoggedTarget,
-    container_of,
-    copy_raw,
-    download_logs,
-    follow_logs,
-    print_logs,
-    targets_from_blobs,
-)
-from azrun.output._print import JsonPrinter, OutputMode, StreamPrinter, make_sink
 from azrun.output._sas import (
     MAX_SAS_LIFETIME_S,
     AccountKeySigner,
@@ -53,6 +44,7 @@ from azrun.output._store import (
     StorageStats,
     blob_name,
     container_url_from_settings,
+    target_path,
 )
 from azrun.output._tail import Notice, Sink, Tailer, TailStats
 
@@ -65,31 +57,21 @@ __all__ = [
     "AccountKeySigner",
     "BlobPair",
     "Chunk",
-    "JsonPrinter",
     "LineSplitter",
-    "LoggedTarget",
     "Notice",
-    "OutputMode",
     "OutputStore",
     "RunBlob",
     "Sink",
     "StorageStats",
-    "StreamPrinter",
     "TailLines",
     "TailStats",
     "Tailer",
     "UserDelegationSigner",
     "blob_name",
-    "container_of",
     "container_url_from_settings",
-    "copy_raw",
-    "download_logs",
-    "follow_logs",
     "instance_view_output",
-    "make_sink",
     "parse_blob_identity",
-    "print_logs",
     "sas_lifetime_s",
     "split_text",
-    "targets_from_blobs",
+    "target_path",
 ]

@@ -202,18 +202,14 @@ def _delegation_key_getter(container: Container, credential: Any, kwargs: Mappin
     return get_key
 
 
-def _error_code(exc: BaseException) -> str:
-    """Storage's error code as text (the SDK gives a ``StorageErrorCode`` enum or a str)."""
-    code = getattr(exc, "error_code", None)
-    return str(getattr(code, "value", code) or "")
-
-
 def short_error(exc: BaseException) -> str:
-    code = _error_code(exc)
-    status = getattr(exc, "status_code", None)
-    label = " ".join(str(p) for p in (status, code) if p)
+    """``"<status> <code> <reason>"`` of a storage exception, redacted (via :mod:`azrun.azerrors`)."""
+    from azrun.azerrors import classify, clean
+
+    failure = classify(exc)
+    label = " ".join(str(p) for p in (failure.status, failure.code) if p and p != f"HTTP{failure.status}")
     text = str(getattr(exc, "reason", None) or type(exc).__name__)
-    return redact(f"{label} {text}".strip())
+    return clean(f"{label} {text}".strip())
 
 
 _BAD_CREDENTIAL_CODES = frozenset({"AuthenticationFailed", "InvalidAuthenticationInfo"})
@@ -221,17 +217,18 @@ _BAD_CREDENTIAL_CODES = frozenset({"AuthenticationFailed", "InvalidAuthenticatio
 
 def output_error(exc: BaseException, url: str, doing: str) -> OutputError | AuthError:
     """A storage exception -> one line naming the fix (role, container, key, network)."""
-    from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
+    from azrun.azerrors import classify
+    from azrun.errors import FailureKind
 
-    status = getattr(exc, "status_code", None)
-    code = _error_code(exc)
-    if isinstance(exc, HttpResponseError) and status == 404 and "container" in code.lower():
+    failure = classify(exc)
+    status, code = failure.status, failure.code
+    if failure.kind is FailureKind.NOT_FOUND and "container" in code.lower():
         return OutputError(
             f"the container {url} does not exist: create it or fix --output-container",
             hint=f"az storage container create --name {url.rsplit('/', 1)[-1]} --account-name <account> "
             "--auth-mode login",
         )
-    if isinstance(exc, HttpResponseError) and (status in (401, 403) or code in _BAD_CREDENTIAL_CODES):
+    if status in (401, 403) or (status is not None and code in _BAD_CREDENTIAL_CODES):
         if code in _BAD_CREDENTIAL_CODES or status == 401:
             return OutputError(
                 f"storage rejected azrun's credentials while {doing} in {url} ({code or status})",
@@ -242,12 +239,12 @@ def output_error(exc: BaseException, url: str, doing: str) -> OutputError | Auth
             f"azrun is not allowed to use the output container {url} ({doing}: {code or '403'})",
             hint=f"grant azrun's identity {ROLE} on container {url} (or on its storage account)",
         )
-    if isinstance(exc, ClientAuthenticationError) and status is None:
+    if failure.kind is FailureKind.AUTH and status is None:
         return AuthError(
             f"no storage token for {url}: {short_error(exc)}",
             hint="run `azrun auth check`; azrun needs a token for https://storage.azure.com",
         )
-    if isinstance(exc, ServiceRequestError):
+    if failure.kind is FailureKind.NOT_SENT:
         return OutputError(
             f"cannot reach the output container {url}: {short_error(exc)}",
             hint="check the storage endpoint, network and CA bundle (AZRUN_CA_BUNDLE for the local Azure)",

@@ -1,7 +1,11 @@
 """OutputStore: the run's append blobs in one container (create, hand out write access, read).
 
-Layout: ``<container>/<run id>/<target display name>/stdout`` and ``.../stderr``, one append blob
-each, created by azrun *before* dispatch: the blob type is right from the start, and a missing
+Layout: ``<container>/<run id>/<target path>/stdout`` and ``.../stderr``, one append blob each,
+created by azrun *before* dispatch. The target path (:func:`target_path`) comes from the resource
+id, lowercased: ``<subscription id>/<resource group>/<vm name>`` or
+``<subscription id>/<resource group>/<scale set>/<instance id>``. Machines with the same name in
+other resource groups or subscriptions therefore never share a blob, a Flexible member listed
+with an upper-cased resource group still finds its own, and a person can read the path. Blobs: the blob type is right from the start, and a missing
 container or a missing role fails before anything runs (:meth:`OutputStore.open` checks the
 container and creates + deletes a probe blob; with Entra auth and SAS mode it also fetches the
 user delegation key).
@@ -21,7 +25,9 @@ and logs name blobs by their clean URL.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -63,6 +69,7 @@ __all__ = [
     "StorageStats",
     "blob_name",
     "container_url_from_settings",
+    "target_path",
 ]
 
 _LOG = logging.getLogger(__name__)
@@ -98,7 +105,7 @@ class Chunk:
 class RunBlob:
     """One output blob found under a run's prefix."""
 
-    target_name: str
+    path: str  # the target's path under the run (see target_path)
     stream: str
     url: str
     size: int
@@ -130,13 +137,41 @@ class StorageStats:
         }
 
 
-def blob_name(run_id: str, target_name: str, stream: str) -> str:
-    """``<run id>/<target display name>/<stream>``."""
+_ARM_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/[^/]+/(?P<rest>.+)$", re.IGNORECASE
+)
+
+
+def target_path(target: Target | str) -> str:
+    """Where a target's blobs live under its run: unique per resource id, compared case-insensitively.
+
+    ``/subscriptions/S/resourceGroups/R/providers/Microsoft.Compute/virtualMachines/N`` ->
+    ``s/r/n``; a Uniform instance (``.../virtualMachineScaleSets/SS/virtualMachines/3``) ->
+    ``s/r/ss/3``. An id that is not an ARM id (a test double) -> ``<name>~<hash of the id>``.
+    """
+    rid = target if isinstance(target, str) else target.resource_id
+    found = _ARM_ID.match(rid.strip())
+    if found:
+        rest = found.group("rest").split("/")
+        names = rest[1::2]  # type/name pairs: keep the names
+        if names and len(rest) % 2 == 0 and all(_SEGMENT.match(n) for n in (found.group("sub"), found.group("rg"), *names)):
+            return "/".join(p.lower() for p in (found.group("sub"), found.group("rg"), *names))
+    label = target if isinstance(target, str) else target.name
+    safe = "_".join(p for p in re.split(r"[^A-Za-z0-9._-]+", label) if p.strip(".")) or "target"
+    return f"{safe}~{hashlib.sha256(rid.lower().encode()).hexdigest()[:10]}"
+
+
+_SEGMENT = re.compile(r"^(?!\.{1,2}$)[^/?#\\]+$")
+
+
+def blob_name(run_id: str, target: Target | str, stream: str) -> str:
+    """``<run id>/<target path>/<stream>``; ``target`` is a :class:`Target` or its path."""
     if stream not in STREAMS:
         raise ValueError(f"stream must be stdout or stderr, not {stream!r}")
-    if not run_id or "/" in run_id or not target_name:
-        raise ValueError("run id and target name must be non-empty (and the run id has no '/')")
-    return f"{run_id}/{target_name}/{stream}"
+    path = target_path(target) if isinstance(target, Target) else target
+    if not run_id or "/" in run_id or not path:
+        raise ValueError("run id and target path must be non-empty (and the run id has no '/')")
+    return f"{run_id}/{path}/{stream}"
 
 
 class OutputStore:
@@ -266,8 +301,8 @@ class OutputStore:
     def urls(self, run_id: str, target: Target) -> tuple[str, str]:
         """Clean stdout/stderr URLs of a target (no I/O; for resume)."""
         return (
-            self.blob_url(blob_name(run_id, target.name, "stdout")),
-            self.blob_url(blob_name(run_id, target.name, "stderr")),
+            self.blob_url(blob_name(run_id, target, "stdout")),
+            self.blob_url(blob_name(run_id, target, "stderr")),
         )
 
     def check_target_identity(self, target: Target) -> str | None:
@@ -301,7 +336,7 @@ class OutputStore:
         urls: list[str] = []
         writes: list[str] = []
         for stream in STREAMS:
-            name = blob_name(run_id, target.name, stream)
+            name = blob_name(run_id, target, stream)
             url = self.blob_url(name)
             try:
                 await self.bucket.acquire()
@@ -387,13 +422,14 @@ class OutputStore:
                 return None
         return int(props.size), props.creation_time
 
-    async def read(self, run_id: str, target_name: str, stream: str, offset: int = 0) -> bytes:
-        """The whole blob from ``offset`` (``b''`` past the end).
+    async def read(self, run_id: str, target: Target | str, stream: str, offset: int = 0) -> bytes:
+        """The whole blob of ``target`` (a :class:`Target` or its :func:`target_path`) from
+        ``offset`` (``b''`` past the end).
 
         Raises:
             OutputError: the blob does not exist.
         """
-        return await self.read_name(blob_name(run_id, target_name, stream), offset)
+        return await self.read_name(blob_name(run_id, target, stream), offset)
 
     async def read_name(self, name: str, offset: int = 0) -> bytes:
         out = bytearray()
@@ -427,7 +463,7 @@ class OutputStore:
                     return written
 
     async def list_run(self, run_id: str) -> list[RunBlob]:
-        """Every output blob under ``<run id>/``, sorted by target then stream."""
+        """Every output blob under ``<run id>/``, sorted by target path then stream."""
         from azure.core.exceptions import AzureError
 
         found: list[RunBlob] = []
@@ -435,13 +471,13 @@ class OutputStore:
         try:
             async for props in self._client.list_blobs(name_starts_with=prefix):
                 target, _, stream = str(props.name)[len(prefix) :].rpartition("/")
-                if target and stream in STREAMS:
+                if target and stream in STREAMS and not target.startswith("."):
                     found.append(
                         RunBlob(target, stream, self.blob_url(str(props.name)), int(props.size or 0))
                     )
         except AzureError as exc:
             raise output_error(exc, self._container.url, "listing the run's blobs") from exc
-        return sorted(found, key=lambda b: (b.target_name, b.stream))
+        return sorted(found, key=lambda b: (b.path, b.stream))
 
     async def aclose(self) -> None:
         await self._client.close()

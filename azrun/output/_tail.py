@@ -180,7 +180,7 @@ class Tailer:
     # -- lifecycle ------------------------------------------------------------------------------
     def add(self, target: Target) -> None:
         """Start tailing ``target`` (call when it is Running); idempotent."""
-        key = target.resource_id
+        key = target.resource_id.lower()
         if key in self._tails:
             return
         tail = self._new_tail(target)
@@ -199,7 +199,7 @@ class Tailer:
             ``(OutputRef, stdout_tail, stderr_tail)``: clean URLs and byte counts, and the last
             ``tail_lines`` lines of each stream.
         """
-        key = target.resource_id
+        key = target.resource_id.lower()
         tail = self._tails.pop(key, None) or self._new_tail(target)
         self._waiting.pop(key, None)
         self._active.discard(key)
@@ -231,7 +231,7 @@ class Tailer:
     def _new_tail(self, target: Target) -> _Tail:
         streams = []
         for kind in STREAMS:
-            name = blob_name(self._run_id, target.name, kind)
+            name = blob_name(self._run_id, target, kind)
             streams.append(_Stream(kind, name, self._store.blob_url(name), tail=TailLines(self._tail_lines)))
         return _Tail(target, (streams[0], streams[1]))
 
@@ -239,7 +239,7 @@ class Tailer:
         now = self._clock()
         for st in tail.streams:
             st.interval, st.due = self._min, now
-        self._active.add(tail.target.resource_id)
+        self._active.add(tail.target.resource_id.lower())
         tail.task = asyncio.create_task(self._loop(tail), name=f"azrun-tail-{tail.target.name}")
 
     def _promote(self) -> None:

@@ -5,7 +5,7 @@ Importing it is cheap; the public names load their modules on first use:
 
 - ``LocalAzure`` (server.py): the whole simulator inside the current event loop;
 - ``SimProcess`` (launcher.py): the simulator as a subprocess (``python -m azrun.sim up``);
-- ``load_fleet`` / ``FleetSpec`` (fleet.py): the world it simulates.
+- ``load_fleet`` / ``FleetSpec`` (fleetspec.py): the world it simulates.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 __all__ = ["FleetSpec", "LocalAzure", "SimProcess", "load_fleet"]
 
 _HOMES = {
-    "FleetSpec": "azrun.sim.fleet",
-    "load_fleet": "azrun.sim.fleet",
+    "FleetSpec": "azrun.sim.fleetspec",
+    "load_fleet": "azrun.sim.fleetspec",
     "LocalAzure": "azrun.sim.server",
     "SimProcess": "azrun.sim.launcher",
 }

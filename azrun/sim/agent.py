@@ -1,16 +1,14 @@
 """The guest agent of the local Azure: runs run-command scripts for real, as the Linux handler does.
 
-Semantics follow ../shared/docs/guest-agent.md (Azure/run-command-handler-linux):
+Semantics follow the Linux handler (Azure/run-command-handler-linux, v1.3.28):
 
-- **Working directory** ``<root>/<vm>/<run command>/<seq>/`` (0700): the script is written there
-  verbatim (``script.sh``, 0500) and its output goes to the files ``stdout`` / ``stderr``.
-- **Execution**: ``/bin/bash -c "<script path><unnamed args>"``; unnamed parameters are appended
-  unquoted (as the handler does: word-split, globbed). Named parameters become environment
-  variables, public first then protected; an empty value is skipped. The environment is scrubbed
-  to ``PATH``, ``HOME`` (``<root>/<vm>/home``), ``LANG``, ``ConfigExtensionName``,
-  ``ConfigSequenceNumber`` plus the parameters. The script gets its own session/process group.
-- **Windows** VMs run ``pwsh -NoProfile -NonInteractive -File script.ps1 -name value ... unnamed``
-  only where ``pwsh`` is on PATH; otherwise the run fails (exitCode 127) with a message that says so.
+- **Working directory** ``<root>/<vm name>-<hash of its resource id>/<run command>/<seq>/``
+  (0700; same-named VMs in other groups or subscriptions never share one): the script is
+  written there verbatim (``script.sh``, 0500) and its output goes to the files ``stdout`` /
+  ``stderr``.
+- **Execution, parameters, runAsUser, Windows** (``agent_process.py``): named parameters become
+  environment variables; nameless ones are word-split like the handler's unquoted ``bash -c``
+  string but passed as argv entries, never through a shell; the script gets its own session.
 - **Blobs** (``agent_blobs.py``): before the script starts, each of ``outputBlobUri`` /
   ``errorBlobUri`` is created or replaced as an empty append blob, through the SAS URL or with a
   token minted for the VM's identity (``outputBlobManagedIdentity``).
@@ -30,8 +28,6 @@ Semantics follow ../shared/docs/guest-agent.md (Azure/run-command-handler-linux)
   only bash; grandchildren are killed here so nothing leaks) -> Failed / -1. Never TimedOut.
   Likewise, background processes a script leaves in its group are killed when it exits (the
   real VM keeps them; the simulator must not leak processes into the test machine).
-- **runAsUser**: an unknown user -> Failed / -102. Switching user needs root; without it only
-  the current user works. The password never reaches argv, logs or reprs.
 - **Hung agent** (fault): the script runs and uploads for real, but the status never leaves
   Running: the agent "never reports completion".
 - **kill()** (run command deleted, VM deallocated): the process group is SIGKILLed, the status is
@@ -45,16 +41,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
-import pwd
 import random
 import re
-import shlex
-import shutil
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -63,66 +57,15 @@ import aiohttp
 from yarl import URL
 
 from azrun.sim.agent_blobs import AppendBlob, BlobCreateError, BlobWriter, public_uri
-from azrun.sim.fleet import Faults, SimSettings
+from azrun.sim.agent_process import EXIT_BLOB_CREATE, EXIT_DOWNLOAD, AgentFailure, command, spawn
+from azrun.sim.execution import ExecutionRequest, ExecutionStatus
+from azrun.sim.fleetspec import Faults, SimSettings
 from azrun.sim.tokens import Principal
 
 _LOG = logging.getLogger(__name__)
 
 TAIL_BYTES = 4096
-EXIT_BLOB_CREATE = -101
-EXIT_RUNAS = -102
-EXIT_DOWNLOAD = -100
-EXIT_NO_PWSH = 127
 _SHELL_COMMANDS = {"runshellscript": "linux", "runpowershellscript": "windows"}
-
-
-@dataclass
-class ExecutionRequest:
-    """One execution of a run command on one VM, as ARM hands it to the agent."""
-
-    vm_id: str
-    vm_display: str
-    os: str
-    run_command: str
-    seq: int
-    script: str | None = None
-    script_uri: str | None = field(default=None, repr=False)
-    command_id: str | None = None
-    parameters: list[tuple[str, str]] = field(default_factory=list)
-    protected_parameters: list[tuple[str, str]] = field(default_factory=list, repr=False)
-    run_as_user: str | None = None
-    run_as_password: str | None = field(default=None, repr=False)
-    timeout_s: int = 0
-    output_blob_uri: str | None = field(default=None, repr=False)
-    error_blob_uri: str | None = field(default=None, repr=False)
-    output_blob_principal: Principal | None = None
-    error_blob_principal: Principal | None = None
-    blob_identity_missing: bool = False
-    hung: bool = False
-
-
-@dataclass
-class ExecutionStatus:
-    """The instance view of one execution; mutated only by the agent, on the event loop."""
-
-    state: str = "Pending"
-    message: str = ""
-    exit_code: int = 0
-    output: str = ""
-    error: str = ""
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-    started: bool = False
-    finished: bool = False
-
-
-class AgentFailure(Exception):
-    """An execution fails before its script runs (download, blob creation, runAs, no pwsh)."""
-
-    def __init__(self, exit_code: int, message: str) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-        self.message = message
 
 
 def tail(path: Path, limit: int = TAIL_BYTES) -> str:
@@ -147,6 +90,15 @@ def _iso(value: datetime | None) -> str | None:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
+
+
+def machine_dir(resource_id: str, display: str) -> str:
+    """A machine's directory name: readable, and unique per resource id (case-insensitively).
+
+    Same-named VMs in other resource groups or subscriptions get directories of their own.
+    """
+    digest = hashlib.sha256(resource_id.lower().encode()).hexdigest()[:12]
+    return f"{_safe(display)}-{digest}"
 
 
 @dataclass
@@ -208,7 +160,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         key = (req.vm_id.lower(), req.run_command.lower())
         previous = self._live.pop(key, None)
-        workdir = self._root / _safe(req.vm_display) / _safe(req.run_command) / str(req.seq)
+        workdir = self._root / machine_dir(req.vm_id, req.vm_display) / _safe(req.run_command) / str(req.seq)
         ex = _Execution(req=req, status=ExecutionStatus(), workdir=workdir)
         ex.task = loop.create_task(self._run(ex, previous), name=f"agent:{req.vm_display}/{req.run_command}")
         self._live[key] = ex
@@ -286,8 +238,8 @@ class Agent:
             )
             if uri
         ]
-        argv, env, user = self._command(ex, script)
-        process = await self._spawn(ex, argv, env, user, stdout_path, stderr_path)
+        argv, env, user = command(req, ex.workdir, script)
+        process = await spawn(ex.workdir, argv, env, user, stdout_path, stderr_path)
         ex.process = process
         self._history.append(ex)
         st = ex.status
@@ -418,103 +370,6 @@ class Agent:
             body = body.removeprefix(b"\xef\xbb\xbf").replace(b"\r\n", b"\n")
         return body, name
 
-    def _command(
-        self, ex: _Execution, script: Path
-    ) -> tuple[list[str], dict[str, str], pwd.struct_passwd | None]:
-        req = ex.req
-        home = ex.workdir.parents[1] / "home"  # <root>/<vm>/home, shared by the VM's run commands
-        home.mkdir(parents=True, exist_ok=True)
-        env = {
-            "PATH": f"{_machine_bin(home, req.vm_display)}{os.pathsep}"
-            + os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": str(home),
-            "LANG": "C.UTF-8",
-            "ConfigExtensionName": req.run_command,
-            "ConfigSequenceNumber": str(req.seq),
-        }
-        unnamed: list[str] = []
-        named: list[tuple[str, str]] = []
-        for name, value in [*req.parameters, *req.protected_parameters]:
-            if value == "":
-                continue
-            if name:
-                env[name] = value
-                named.append((name, value))
-            else:
-                unnamed.append(value)
-        user = self._run_as(req, ex.workdir)
-        if user is not None:
-            env["HOME"] = user.pw_dir
-        if req.os.lower() == "windows":
-            pwsh = shutil.which("pwsh")
-            if pwsh is None:
-                raise AgentFailure(
-                    EXIT_NO_PWSH,
-                    "Execution failed: this local Azure host has no PowerShell ('pwsh' is not on PATH), "
-                    "so scripts of Windows VMs cannot run here. Install PowerShell 7 or use a Linux VM.",
-                )
-            argv = [pwsh, "-NoProfile", "-NonInteractive", "-File", str(script)]
-            for name, value in named:
-                argv += [f"-{name}", value]
-            return [*argv, *unnamed], env, user
-        command = str(script) + "".join(f" {value}" for value in unnamed)
-        return ["/bin/bash", "-c", command], env, user
-
-    @staticmethod
-    def _run_as(req: ExecutionRequest, workdir: Path) -> pwd.struct_passwd | None:
-        if not req.run_as_user:
-            return None
-        try:
-            entry = pwd.getpwnam(req.run_as_user)
-        except KeyError:
-            raise AgentFailure(
-                EXIT_RUNAS, f"Execution failed: runAsUser '{req.run_as_user}' does not exist on the VM"
-            ) from None
-        if entry.pw_uid == os.geteuid():
-            return None
-        if os.geteuid() != 0:
-            raise AgentFailure(
-                EXIT_RUNAS,
-                f"Execution failed: cannot run as '{req.run_as_user}': the local Azure agent is not root",
-            )
-        for path in (workdir, *workdir.iterdir()):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-        return entry
-
-    async def _spawn(
-        self,
-        ex: _Execution,
-        argv: list[str],
-        env: dict[str, str],
-        user: pwd.struct_passwd | None,
-        stdout_path: Path,
-        stderr_path: Path,
-    ) -> asyncio.subprocess.Process:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        out_fd = os.open(stdout_path, flags, 0o600)
-        err_fd = os.open(stderr_path, flags, 0o600)
-        extra: dict[str, Any] = {}
-        if user is not None:
-            extra = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-            for fd in (out_fd, err_fd):
-                os.fchown(fd, user.pw_uid, user.pw_gid)
-        try:
-            return await asyncio.create_subprocess_exec(
-                *argv,
-                cwd=str(ex.workdir),
-                env=env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out_fd,
-                stderr=err_fd,
-                start_new_session=True,
-                **extra,
-            )
-        except OSError as exc:
-            raise AgentFailure(-1, f"Execution failed: failed to start the script: {exc.strerror}") from None
-        finally:
-            os.close(out_fd)
-            os.close(err_fd)
-
     # -- blobs ------------------------------------------------------------------------------
 
     async def _create_blob(
@@ -533,18 +388,3 @@ class Agent:
                 return
             for blob in blobs:
                 await self._blobs.append(blob)
-
-
-def _machine_bin(home: Path, display: str) -> Path:
-    """A per-machine bin dir whose ``hostname`` names the simulated machine, not this host.
-
-    Scripts commonly print ``$(hostname)``; on Azure each VM answers with its own name.
-    """
-    bin_dir = home.parent / "bin"
-    shim = bin_dir / "hostname"
-    if not shim.exists():
-        bin_dir.mkdir(parents=True, exist_ok=True)
-        name = display.replace("/", "_")
-        shim.write_text(f"#!/bin/sh\necho {shlex.quote(name)}\n", encoding="utf-8")
-        shim.chmod(0o755)
-    return bin_dir

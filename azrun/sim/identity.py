@@ -17,7 +17,7 @@ Azure, where the system-assigned identity belongs to the scale set).
 
 from __future__ import annotations
 
-from azrun.sim.fleet import FleetSpec, Identity, VmSpec, VmssSpec, stable_uuid
+from azrun.sim.fleetspec import FleetSpec, Identity, VmSpec, VmssSpec, stable_uuid
 from azrun.sim.tokens import Principal
 
 Host = VmSpec | VmssSpec

@@ -40,7 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
-from azrun.sim.fleet import Faults, FleetSpec, Limits, VmSpec
+from azrun.sim.fleetspec import Faults, FleetSpec, Limits, VmSpec
 from azrun.sim.identity import resolve_vm_identity
 from azrun.sim.limits import SimBucket
 from azrun.sim.reqlog import RequestLog

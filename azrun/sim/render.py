@@ -1,4 +1,4 @@
-"""JSON shapes of the local ARM, following the REST spec copies in ``../shared/spec/``.
+"""JSON shapes of the local ARM, following the Azure REST API specification (2024-11-01 Compute).
 
 Static parts of a VM or scale-set body depend only on the fleet file, so they are built once
 and cached; live parts (power state, run-command state) are added per request.
@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from azrun.sim.agent import ExecutionStatus
-from azrun.sim.arm_runs import Operation, RunCommand
-from azrun.sim.fleet import FleetSpec, ResourceGroupSpec, SubscriptionSpec, VmSpec, VmssSpec, stable_uuid
+from azrun.sim.fleetspec import FleetSpec, ResourceGroupSpec, SubscriptionSpec, VmSpec, VmssSpec, stable_uuid
 from azrun.sim.identity import attached_identities, system_principal, user_principal
-from azrun.sim.state import Machine, ResourceEntry
+from azrun.sim.model import Machine, ResourceEntry
 
 _CREATED = "2024-06-01T08:00:00.0000000+00:00"
 _POWER_DISPLAY = {"running": "VM running", "stopped": "VM stopped", "deallocated": "VM deallocated"}
-# Properties that are never echoed: secrets, and the managed identities (protected settings).
-_NOT_ECHOED = frozenset(
-    {"protectedParameters", "runAsPassword", "outputBlobManagedIdentity", "errorBlobManagedIdentity"}
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +37,6 @@ def encoded_listing(fragments: list[bytes], next_link: str | None) -> Encoded:
 
 def _tags(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return dict(pairs)
-
-
-def _time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).isoformat()
 
 
 def identity_block(fleet: FleetSpec, host: VmSpec | VmssSpec) -> dict[str, Any] | None:
@@ -359,93 +343,6 @@ class Renderer:
             "defaultDomain": "localazure.onmicrosoft.com",
             "domains": ["localazure.onmicrosoft.com"],
         }
-
-    # ------------------------------------------------------------------ run commands
-    @staticmethod
-    def run_command(rc: RunCommand, *, instance_view: bool = False) -> dict[str, Any]:
-        m = rc.machine
-        props: dict[str, Any] = {}
-        for key, value in rc.settings.items():
-            if key in _NOT_ECHOED:
-                continue
-            if key == "source" and isinstance(value, dict):
-                value = {
-                    k: (_no_query(v) if k == "scriptUri" else v)
-                    for k, v in value.items()
-                    if k != "scriptUriManagedIdentity"
-                }
-            elif key in ("outputBlobUri", "errorBlobUri") and isinstance(value, str):
-                value = _no_query(value)
-            props[key] = value
-        props.setdefault("asyncExecution", False)
-        props.setdefault("treatFailureAsDeploymentFailure", False)
-        props["provisioningState"] = rc.provisioning_state()
-        if instance_view:
-            props["instanceView"] = execution_view(rc.status)
-        body: dict[str, Any] = {
-            "name": rc.name,
-            "id": f"{m.id}/runCommands/{rc.name}",
-            "type": m.run_command_type,
-            "location": rc.location,
-        }
-        if rc.tags:
-            body["tags"] = dict(rc.tags)
-        body["properties"] = props
-        return body
-
-    @staticmethod
-    def operation(op: Operation) -> dict[str, Any]:
-        body: dict[str, Any] = {"startTime": _time(op.start), "status": op.status, "name": op.id}
-        if op.end is not None:
-            body["endTime"] = _time(op.end)
-        if op.error is not None:
-            body["error"] = dict(op.error)
-        if op.kind == "action" and op.status == "Succeeded":
-            body["properties"] = {"output": Renderer.action_result(op)}
-        return body
-
-    @staticmethod
-    def action_result(op: Operation) -> dict[str, Any]:
-        """The legacy action's ``RunCommandResult``: stdout and stderr (last 4 KB each)."""
-        st = op.execution
-        out, err = (st.output, st.error) if st is not None else ("", "")
-        return {
-            "value": [
-                {
-                    "code": f"ComponentStatus/{name}/succeeded",
-                    "level": "Info",
-                    "displayStatus": "Provisioning succeeded",
-                    "message": text,
-                }
-                for name, text in (("StdOut", out), ("StdErr", err))
-            ]
-        }
-
-
-def execution_view(st: ExecutionStatus) -> dict[str, Any]:
-    """A run command's ``instanceView`` from the agent's live status."""
-    view: dict[str, Any] = {
-        "executionState": st.state,
-        "executionMessage": st.message,
-        "exitCode": st.exit_code,
-        "output": st.output,
-        "error": st.error,
-    }
-    if st.start_time is not None:
-        view["startTime"] = _time(st.start_time)
-    if st.end_time is not None:
-        view["endTime"] = _time(st.end_time)
-    view["statuses"] = []
-    return view
-
-
-def _no_query(uri: str) -> str:
-    """A blob URI without its SAS (the platform moves SAS tokens to protected settings)."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return uri.split("?", 1)[0]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _uid(ss: VmssSpec, instance: str = "") -> str:

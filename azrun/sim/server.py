@@ -35,9 +35,9 @@ from typing import Any
 from aiohttp import web
 
 from azrun.sim.agent import Agent
-from azrun.sim.arm import make_arm_app
+from azrun.sim.arm.app import make_arm_app
 from azrun.sim.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
-from azrun.sim.fleet import Faults, FleetSpec, Limits, load_fleet
+from azrun.sim.fleetspec import Faults, FleetSpec, Limits, load_fleet
 from azrun.sim.identity import storage_role
 from azrun.sim.imds import ImdsService
 from azrun.sim.reqlog import RequestLog

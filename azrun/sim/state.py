@@ -3,7 +3,7 @@
 The fleet file is frozen data; this module holds what changes while the simulator runs and
 the indexes that keep every request O(1) or O(page) (1,000 VMs at 200 requests/s).
 
-Run commands and operations live in ``arm_runs.RunBook`` (``World.runs``), which also lists
+Entities are in ``model.py``; run commands and operations follow the rules of ``arm.runs.RunBook`` (``World.runs``), which also lists
 the semantics chosen where the docs are silent.
 """
 
@@ -13,12 +13,11 @@ import asyncio
 import contextlib
 import random
 import time
-from dataclasses import dataclass, field
 
 from azrun.sim.agent import Agent
-from azrun.sim.arm_runs import TERMINAL, Operation, RunBook, RunCommand
-from azrun.sim.arm_throttle import Throttler
-from azrun.sim.fleet import (
+from azrun.sim.arm.runs import RunBook
+from azrun.sim.arm.throttle import Throttler
+from azrun.sim.fleetspec import (
     Faults,
     FleetSpec,
     Identity,
@@ -29,62 +28,8 @@ from azrun.sim.fleet import (
     VmssSpec,
 )
 from azrun.sim.identity import principal_by_object_id
+from azrun.sim.model import TERMINAL, Machine, ResourceEntry, ScaleSet
 from azrun.sim.reqlog import RequestLog
-
-POWER_STATES = ("running", "stopped", "deallocated")
-
-
-@dataclass(eq=False)
-class Machine:
-    """Something that runs scripts: a VM, a Flexible member (also a VM) or a Uniform instance."""
-
-    id: str
-    name: str  # ARM name: "vm-web-01", or "<vmss>_<instance id>" for Uniform instances
-    display: str  # "vm-web-01" or "vmss-api/3" (fault tables and logs use this)
-    subscription_id: str
-    resource_group: str
-    location: str
-    os: str
-    power: str
-    host: VmSpec | VmssSpec  # who owns the identities (the scale set for Uniform instances)
-    vmss: VmssSpec | None = None
-    instance_id: str | None = None
-    run_commands: dict[str, RunCommand] = field(default_factory=dict)
-    action: Operation | None = None  # the latest legacy ``runCommand`` action (one at a time)
-    action_seq: int = 0
-
-    @property
-    def action_extension(self) -> str:
-        """The extension the legacy action API runs on (its name in the agent's executions)."""
-        return "RunCommandWindows" if self.os == "windows" else "RunCommandLinux"
-
-    @property
-    def uniform(self) -> bool:
-        return self.instance_id is not None
-
-    @property
-    def run_command_type(self) -> str:
-        if self.uniform:
-            return "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommands"
-        return "Microsoft.Compute/virtualMachines/runCommands"
-
-
-@dataclass(frozen=True, slots=True)
-class ScaleSet:
-    spec: VmssSpec
-    members: tuple[Machine, ...]  # Uniform instances, or Flexible member VMs
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceEntry:
-    """One row of the generic ``/resources`` listing."""
-
-    id: str
-    name: str
-    type: str
-    location: str
-    resource_group: str
-    tags: tuple[tuple[str, str], ...]
 
 
 class World:
@@ -101,7 +46,7 @@ class World:
         self.faults: Faults = spec.faults
         self.rng = random.Random(spec.faults.seed)
         self.throttler = Throttler(spec.limits)
-        self.runs = RunBook(self)
+        self.runs = RunBook(agent=agent, spec=spec, hung=self.hung)
         self.subscriptions: dict[str, SubscriptionSpec] = {s.id.lower(): s for s in spec.subscriptions}
         self.groups: dict[tuple[str, str], ResourceGroupSpec] = {}
         self.machines: dict[str, Machine] = {}

@@ -199,7 +199,9 @@ async def _large(store: Any, writer: _Writer, mb: int, workdir: Path) -> dict[st
     ref, _, _ = await tailer.complete(target, iv_output="", iv_error="")
     tail_s = time.perf_counter() - began
     began = time.perf_counter()
-    saved = await store.download(f"{run_id}/vm-large/stdout", workdir / "large.out")
+    from azrun.output import blob_name
+
+    saved = await store.download(blob_name(run_id, target, "stdout"), workdir / "large.out")
     download_s = time.perf_counter() - began
     assert ref.stdout_bytes == total == saved
     return {

@@ -46,7 +46,7 @@ count = {vms}
 
 
 def _token() -> str:
-    from azrun.sim.fleet import DEFAULT_TENANT
+    from azrun.sim.fleetspec import DEFAULT_TENANT
     from azrun.sim.tokens import Principal, mint
 
     principal = Principal(object_id="bench-oid", client_id="bench-client", tenant_id=DEFAULT_TENANT)

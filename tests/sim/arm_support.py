@@ -16,7 +16,7 @@ from typing import Any
 import requests
 from azure.core.credentials import AccessToken
 
-from azrun.sim.fleet import DEFAULT_TENANT
+from azrun.sim.fleetspec import DEFAULT_TENANT
 from azrun.sim.identity import user_principal
 from azrun.sim.launcher import SimProcess
 from azrun.sim.tokens import Principal, mint
@@ -25,7 +25,7 @@ SUB1 = "11111111-1111-4111-8111-111111111111"
 SUB2 = "22222222-2222-4222-8222-222222222222"
 TEST_FLEET = Path(__file__).resolve().parents[2] / "azrun" / "sim" / "fleets" / "test.toml"
 OWNER_OID = "0a0a0a0a-0000-4000-8000-00000000beef"
-SPEC_ROOT = Path(__file__).resolve().parents[3] / "shared" / "spec"
+SPEC_ROOT = Path(__file__).resolve().parents[1] / "fixtures" / "spec"  # vendored, see its README
 RC_EXAMPLES = (
     SPEC_ROOT
     / "compute/resource-manager/Microsoft.Compute/ComputeRP/stable/2024-11-01/examples/runCommandExamples"
@@ -40,7 +40,7 @@ def principal(oid: str = OWNER_OID, tenant: str = DEFAULT_TENANT) -> Principal:
 
 def reader_principal() -> Principal:
     """The fleet's "id-reader" identity (reader on SUB1, no access to SUB2)."""
-    from azrun.sim.fleet import load_fleet
+    from azrun.sim.fleetspec import load_fleet
 
     spec = load_fleet(TEST_FLEET)
     ident = spec.identity(SUB1, "id-reader")

@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 
-from azrun.sim.agent import TAIL_BYTES, Agent, ExecutionRequest, ExecutionStatus
+from azrun.sim.agent import TAIL_BYTES, Agent
 from azrun.sim.azurite import ACCOUNT, ACCOUNT_KEY, OUTPUT_CONTAINER, Azurite
-from azrun.sim.fleet import Faults, Identity, SimSettings
+from azrun.sim.execution import ExecutionRequest, ExecutionStatus
+from azrun.sim.fleetspec import Faults, Identity, SimSettings
 from azrun.sim.identity import user_principal
 from azrun.sim.tls import make_tls
 from azrun.sim.tokens import Principal
@@ -389,3 +390,60 @@ async def test_script_uri_is_downloaded_with_its_sas(agent: Agent, storage: Stor
     missing = storage.sas_url("scripts/missing.sh")
     st = await _until(agent.start(_req("byuri2", "", script_uri=missing)))
     assert (st.state, st.exit_code) == ("Failed", -100) and "sig=" not in st.message
+
+
+async def test_nameless_parameters_never_reach_a_shell(agent: Agent, tmp_path: Path) -> None:
+    """Issue 14 item 13: ``("", "x; touch <file>")`` is words for the script, not a command for a shell."""
+    owned = tmp_path / "owned"
+    sub = tmp_path / "sub"
+    tick = tmp_path / "tick"
+    hostile = [
+        ("", f"x; touch {owned}"),
+        ("", f"$(touch {sub})"),
+        ("", f"`touch {tick}` *"),
+    ]
+    st = agent.start(_req("inject", 'printf "%s|" "$#" "$@"', parameters=hostile))
+    await _until(st)
+    assert (st.state, st.exit_code) == ("Succeeded", 0), st
+    assert not owned.exists() and not sub.exists() and not tick.exists()
+    # Word-split on blanks like the handler's unquoted string, but every character kept as is.
+    assert st.output == f"8|x;|touch|{owned}|$(touch|{sub})|`touch|{tick}`|*|"
+
+
+async def test_brief_example_creates_no_file(agent: Agent) -> None:
+    marker = Path("/tmp/owned")
+    existed = marker.exists()
+    st = agent.start(_req("brief", "echo $1", parameters=[("", "x; touch /tmp/owned")]))
+    await _until(st)
+    assert (st.state, st.output) == ("Succeeded", "x;\n")
+    assert marker.exists() == existed  # nothing created it (it may pre-exist on a shared host)
+
+
+async def test_shebang_decides_the_interpreter(agent: Agent) -> None:
+    st = agent.start(_req("shebang", "#!/bin/sh\necho \"$0\" | grep -c script.sh", parameters=[("", "a")]))
+    await _until(st)
+    assert (st.state, st.output) == ("Succeeded", "1\n")
+
+
+async def test_same_named_vms_get_separate_work_directories(agent: Agent) -> None:
+    """Same VM name and run-command name, other resource group / subscription: two directories."""
+    ids = [
+        f"/subscriptions/{SUB}/resourceGroups/rg-a/providers/Microsoft.Compute/virtualMachines/vm-1",
+        f"/subscriptions/{SUB}/resourceGroups/rg-b/providers/Microsoft.Compute/virtualMachines/vm-1",
+        "/subscriptions/99999999-9999-4999-8999-999999999999/resourceGroups/rg-a/providers/"
+        "Microsoft.Compute/virtualMachines/vm-1",
+    ]
+    statuses = [
+        agent.start(_req("same", "sleep 0.2; pwd; cat mark 2>/dev/null; echo $RANDOM > mark", vm_id=vm_id))
+        for vm_id in ids
+    ]
+    for st in statuses:
+        await _until(st)
+        assert st.state == "Succeeded", st
+    dirs = [st.output.splitlines()[0] for st in statuses]
+    assert len(set(dirs)) == 3 and all("vm-1-" in d for d in dirs)
+    assert all(len(st.output.splitlines()) == 1 for st in statuses)  # no one found another's mark
+    # The same resource id in another casing is the same machine.
+    again = agent.start(_req("same", "pwd", vm_id=ids[0].upper(), seq=2))
+    await _until(again)
+    assert again.output.strip().rsplit("/", 2)[0] == dirs[0].rsplit("/", 2)[0]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,12 @@ from arm_support import (
     principal,
     reader_principal,
     resources,
-    start_sim,
     token,
 )
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 
 from azrun.sim.agent import Agent
-from azrun.sim.fleet import load_fleet, stable_uuid
+from azrun.sim.fleetspec import load_fleet, stable_uuid
 from azrun.sim.identity import system_principal
 from azrun.sim.launcher import SimProcess
 from azrun.sim.reqlog import RequestLog
@@ -31,18 +29,6 @@ from azrun.sim.state import World
 SS_VM = f"/subscriptions/{SUB1}/resourceGroups/rg-scale/providers/Microsoft.Compute/virtualMachineScaleSets/vmss-api/virtualMachines/0"
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
-    s = start_sim(tmp_path_factory.mktemp("arm-auth"))
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture(scope="module")
-def raw(sim: SimProcess) -> Raw:
-    return Raw(sim)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from arm_support import SUB1, TEST_FLEET, Raw, wait_for
 
-from azrun.sim.fleet import load_fleet
+from azrun.sim.fleetspec import load_fleet
 from azrun.sim.launcher import SimProcess
 
 VM = f"/subscriptions/{SUB1}/resourceGroups/rg-ops/providers/Microsoft.Compute/virtualMachines/vm-ops-01"

@@ -8,21 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from arm_support import SUB1, VM_PREFIX, Raw, compute, error_of, start_sim, wait_for
+from arm_support import SUB1, VM_PREFIX, Raw, compute, error_of, wait_for
 from azure.core.exceptions import HttpResponseError
 
 from azrun.sim.launcher import SimProcess
 
 RC_BODY = {"location": "westeurope", "properties": {"source": {"script": "echo done"}}}
 
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
-    s = start_sim(tmp_path_factory.mktemp("arm-faults"))
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture

@@ -7,28 +7,13 @@ never send (bad api-versions, odd casing, malformed filters).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from arm_support import SUB1, SUB2, VM_PREFIX, Raw, compute, error_of, resources, start_sim
+from arm_support import SUB1, SUB2, VM_PREFIX, Raw, compute, error_of, resources
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from azrun.sim.launcher import SimProcess
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
-    s = start_sim(tmp_path_factory.mktemp("arm-reads"))
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture(scope="module")
-def raw(sim: SimProcess) -> Raw:
-    return Raw(sim)
 
 
 def test_subscriptions_list_and_get(sim: SimProcess) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import getpass
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,9 @@ from arm_support import (
     compute,
     compute_aio,
     error_of,
+    principal,
     start_sim,
+    token,
     wait_for,
 )
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -39,24 +40,13 @@ from azure.mgmt.compute.models import (
 
 from azrun.sim.launcher import SimProcess
 
+MALFORMED_CALLER = "0b0b0b0b-0000-4000-8000-0000000bad01"
 SS_PREFIX = (
     f"/subscriptions/{SUB1}/resourceGroups/rg-scale/providers/Microsoft.Compute/virtualMachineScaleSets"
 )
 STAGE_PREFIX = f"/subscriptions/{SUB2}/resourceGroups/rg-stage/providers/Microsoft.Compute/virtualMachines"
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
-    s = start_sim(tmp_path_factory.mktemp("arm-runcmd"))
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture(scope="module")
-def raw(sim: SimProcess) -> Raw:
-    return Raw(sim)
 
 
 def body(script: str, *, location: str = "westeurope", **props: Any) -> dict[str, Any]:
@@ -466,12 +456,18 @@ BAD_BODIES: list[tuple[Any, int, str]] = [
 
 @pytest.mark.parametrize(("payload", "status", "code"), BAD_BODIES)
 def test_malformed_run_commands(raw: Raw, payload: Any, status: int, code: str) -> None:
+    # A caller of its own: ARM's buckets are per caller, so the module's other tests (polling
+    # with the default caller under parallel load) cannot drain this one's and turn a GET into 429.
+    auth = f"Bearer {token(principal(MALFORMED_CALLER))}"
     path = f"{VM_PREFIX}/vm-web-03/runCommands/bad"
-    resp = raw("PUT", path, data=payload) if isinstance(payload, bytes) else raw("PUT", path, body=payload)
+    if isinstance(payload, bytes):
+        resp = raw("PUT", path, data=payload, auth=auth)
+    else:
+        resp = raw("PUT", path, body=payload, auth=auth)
     assert resp.status_code == status, resp.text
     err = error_of(resp)
     assert err["code"] == code and "Traceback" not in resp.text and "SECRETVALUE" not in resp.text
-    assert raw("GET", path).status_code == 404
+    assert raw("GET", path, auth=auth).status_code == 404
 
 
 def test_windows_vm_runs_or_fails_clearly(sim: SimProcess, raw: Raw) -> None:

@@ -1,4 +1,4 @@
-"""Every run-command example of the REST spec (../shared/spec/), served and parsed back.
+"""Every run-command example of the REST spec (vendored in tests/fixtures/spec/), served and parsed back.
 
 Each example's request is sent to the local ARM (location moved to the VM's region, example
 blob hosts replaced by a closed loopback port so nothing leaves the machine); the answer must

@@ -34,14 +34,6 @@ GENEROUS = {
 }
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
-    s = start_sim(tmp_path_factory.mktemp("arm-throttle"))
-    try:
-        yield s
-    finally:
-        s.stop()
-
 
 @pytest.fixture
 def raw(sim: SimProcess) -> Iterator[Raw]:

@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from azrun.sim.fleet import FleetSpec, load_fleet
+from azrun.sim.fleetspec import FleetSpec, load_fleet
 from azrun.sim.identity import system_principal, user_principal
 from azrun.sim.imds import ImdsService
 from azrun.sim.reqlog import RequestLog, read_log

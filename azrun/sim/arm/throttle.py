@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from azrun.sim.arm_errors import ArmError
-from azrun.sim.fleet import Limits
+from azrun.sim.arm.errors import ArmError
+from azrun.sim.fleetspec import Limits
 from azrun.sim.limits import SimBucket
 
 GLOBAL_FACTOR = 15

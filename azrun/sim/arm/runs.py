@@ -26,23 +26,20 @@ Semantics chosen where the docs are silent (also in docs/architecture.md):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from azrun.sim.agent import ExecutionRequest, ExecutionStatus
+from azrun.sim.agent import Agent
+from azrun.sim.execution import ExecutionRequest
+from azrun.sim.fleetspec import FleetSpec
 from azrun.sim.identity import resolve_vm_identity
+from azrun.sim.model import TERMINAL, Machine, Operation, RunCommand, settings_digest
 from azrun.sim.tokens import Principal
-
-if TYPE_CHECKING:
-    from azrun.sim.state import Machine, World
 
 RUN_COMMAND_CAP = 25
 ACTION_TIMEOUT_S = 90 * 60  # the action API's documented limit
-TERMINAL = frozenset({"Succeeded", "Failed", "Canceled"})
 _MAX_OPERATIONS = 100_000
 
 
@@ -50,88 +47,13 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass(eq=False)
-class RunCommand:
-    """One managed run command resource and its current execution."""
-
-    name: str
-    machine: Machine
-    location: str
-    tags: dict[str, str]
-    settings: dict[str, Any] = field(repr=False)  # full properties as sent, secrets included
-    digest: str = field(repr=False)  # what an identical re-PUT must match
-    seq: int
-    status: ExecutionStatus
-    preempted: bool = False
-
-    @property
-    def async_execution(self) -> bool:
-        return bool(self.settings.get("asyncExecution", False))
-
-    @property
-    def treat_failure(self) -> bool:
-        return bool(self.settings.get("treatFailureAsDeploymentFailure", False))
-
-    def provisioning_state(self) -> str:
-        """Creating/Updating until the agent says so, then Succeeded (or Failed, see module doc)."""
-        st = self.status
-        if self.preempted:
-            return "Failed"
-        if self.async_execution and st.started:
-            return "Succeeded"
-        if not st.finished:
-            return "Creating" if self.seq == 1 else "Updating"
-        if self.treat_failure and st.state == "Failed":
-            return "Failed"
-        return "Succeeded"
-
-    def failure(self) -> dict[str, str]:
-        """The ``error`` of a Failed provisioning (ARM async-operation shape)."""
-        if self.preempted:
-            return {
-                "code": "OperationPreempted",
-                "message": "Operation execution has been preempted by a more recent operation.",
-            }
-        handler = "RunCommandHandlerWindows" if self.machine.os == "windows" else "RunCommandHandlerLinux"
-        link = "Windows" if self.machine.os == "windows" else "Linux"
-        return {
-            "code": "VMExtensionProvisioningError",
-            "message": (
-                f"VM has reported a failure when processing extension '{self.name}' (publisher "
-                f"'Microsoft.CPlat.Core' and type '{handler}'). Error message: '{self.status.message}'. "
-                f"More information on troubleshooting is available at https://aka.ms/VMExtension{link}Troubleshoot."
-            ),
-        }
-
-
-@dataclass(eq=False)
-class Operation:
-    """An ARM async operation (the ``Azure-AsyncOperation`` / ``Location`` URLs)."""
-
-    id: str
-    kind: str  # "put" | "delete" | "action"
-    machine: Machine
-    run_command: RunCommand | None
-    seq: int
-    start: datetime
-    status: str = "InProgress"
-    end: datetime | None = None
-    error: dict[str, str] | None = None
-    execution: ExecutionStatus | None = None  # the legacy action's execution
-    preempted: bool = False
-
-
-def settings_digest(location: str, properties: dict[str, Any]) -> str:
-    """Fingerprint of what decides an execution (tags are not part of it)."""
-    raw = json.dumps({"l": location, "p": properties}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
 class RunBook:
     """Every run command and operation of the world, and the rules that govern them."""
 
-    def __init__(self, world: World) -> None:
-        self.world = world
+    def __init__(self, *, agent: Agent, spec: FleetSpec, hung: Callable[[Machine], bool]) -> None:
+        self.agent = agent
+        self.spec = spec
+        self.hung = hung
         self.operations: dict[str, Operation] = {}  # insertion-ordered; the oldest are dropped
 
     def conflict(self, machine: Machine, name: str, location: str, settings: dict[str, Any]) -> str | None:
@@ -150,7 +72,7 @@ class RunBook:
     def _is_identical(self, rc: RunCommand, location: str, settings: dict[str, Any]) -> bool:
         return (
             rc.digest == settings_digest(location, settings)
-            and not self.world.spec.sim.identical_put_reexecutes
+            and not self.spec.sim.identical_put_reexecutes
         )
 
     async def put(
@@ -172,7 +94,7 @@ class RunBook:
             return existing, False, self._operation("put", existing)
         if existing is not None:
             if not existing.status.finished:
-                await self.world.agent.kill(machine.id, existing.name)
+                await self.agent.kill(machine.id, existing.name)
             seq = existing.seq + 1
             rc_name = existing.name
         else:
@@ -185,7 +107,7 @@ class RunBook:
             settings=settings,
             digest=settings_digest(location, settings),
             seq=seq,
-            status=self.world.agent.start(self._execution_request(machine, rc_name, seq, settings)),
+            status=self.agent.start(self._execution_request(machine, rc_name, seq, settings)),
         )
         machine.run_commands[name.lower()] = rc
         return rc, existing is None, self._operation("put", rc)
@@ -196,7 +118,7 @@ class RunBook:
         if rc is None:
             return None
         if not rc.status.finished:
-            await self.world.agent.kill(machine.id, rc.name)
+            await self.agent.kill(machine.id, rc.name)
         op = self._operation("delete", rc)
         op.status, op.end = "Succeeded", op.start
         return op
@@ -261,10 +183,10 @@ class RunBook:
             command_id=command_id,
             parameters=parameters,
             timeout_s=ACTION_TIMEOUT_S,
-            hung=self.world.hung(machine),
+            hung=self.hung(machine),
         )
         op = Operation(str(uuid.uuid4()), "action", machine, None, machine.action_seq, _now())
-        op.execution = self.world.agent.start(req)
+        op.execution = self.agent.start(req)
         machine.action = op
         return self._register(op)
 
@@ -322,7 +244,7 @@ class RunBook:
             output_blob_principal=out_p,
             error_blob_principal=err_p,
             blob_identity_missing=out_missing or err_missing,
-            hung=self.world.hung(machine),
+            hung=self.hung(machine),
         )
 
     def _blob_principal(self, machine: Machine, uri: Any, mi: Any) -> tuple[Principal | None, bool]:
@@ -331,5 +253,5 @@ class RunBook:
             return None, False
         if mi.get("objectId"):
             return None, True  # the Linux handler refuses object ids for blob upload
-        found = resolve_vm_identity(self.world.spec, machine.host, client_id=mi.get("clientId") or None)
+        found = resolve_vm_identity(self.spec, machine.host, client_id=mi.get("clientId") or None)
         return found, found is None

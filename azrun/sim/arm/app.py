@@ -11,27 +11,25 @@ Every request goes through the same pipeline, in the order the real one meets it
 
 Every answer carries the ``x-ms-ratelimit-remaining-*`` headers once the caller is known, and
 every request is one line of the request log (path only: queries and bodies may hold secrets).
-The admin API under ``/_sim`` (no token, not throttled) drives tests and benchmarks.
+The admin API under ``/_sim`` (``admin.py``; no token, not throttled) drives tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
-from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
-from azrun.sim import arm_errors as err
-from azrun.sim.arm_context import Call, Reply, Service
-from azrun.sim.arm_routes import Match, Router, check_api_version
-from azrun.sim.fleet import FleetError, parse_faults, parse_limits
-from azrun.sim.render import Encoded, Renderer
-from azrun.sim.state import POWER_STATES, World
+from azrun.sim.arm import errors as err
+from azrun.sim.arm.admin import AdminApp
+from azrun.sim.arm.context import Call, Reply, Service, json_response
+from azrun.sim.arm.routes import Match, Router, check_api_version
+from azrun.sim.render import Renderer
+from azrun.sim.state import World
 from azrun.sim.tokens import TokenInvalid, check_management
 
 _LOG = logging.getLogger(__name__)
@@ -41,13 +39,6 @@ _MAX_BODY = 4 * 1024 * 1024
 
 class _Reset(Exception):
     """The connection was dropped on purpose (fault injection)."""
-
-
-def _json_response(status: int, body: Any, headers: dict[str, str]) -> web.Response:
-    if body is None:
-        return web.Response(status=status, headers=headers)
-    data = body.data if isinstance(body, Encoded) else json.dumps(body, separators=(",", ":")).encode()
-    return web.Response(status=status, body=data, headers=headers, content_type="application/json")
 
 
 class ArmApp:
@@ -96,14 +87,14 @@ class ArmApp:
             reply = await self._authorized(request, route, log, headers)
         except err.ArmError as exc:
             log.update(exc.log)
-            return _json_response(exc.status, exc.body(), {**headers, **exc.headers})
+            return json_response(exc.status, exc.body(), {**headers, **exc.headers})
         except _Reset:
             raise
         except Exception:
             _LOG.exception("local ARM bug on %s %s", request.method, request.path)
             e = err.internal_error()
-            return _json_response(e.status, e.body(), headers)
-        return _json_response(reply.status, reply.body, {**headers, **reply.headers})
+            return json_response(e.status, e.body(), headers)
+        return json_response(reply.status, reply.body, {**headers, **reply.headers})
 
     async def _connection_faults(self, request: web.Request) -> None:
         faults = self.world.faults
@@ -228,92 +219,6 @@ class ArmApp:
                 "RequestEntityTooLarge",
                 f"The request content size exceeds the limit of {_MAX_BODY} bytes.",
             ) from None
-
-
-class AdminApp:
-    """``/_sim``: executions, power, faults, limits, stats (tests and benchmarks only)."""
-
-    def __init__(self, world: World) -> None:
-        self.world = world
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        name = request.path.removeprefix("/_sim").strip("/").lower()
-        status = 500
-        try:
-            response = await self._dispatch(request, name)
-        except err.ArmError as exc:
-            response = _json_response(exc.status, exc.body(), {})
-        except Exception:
-            _LOG.exception("local ARM admin bug on %s", request.path)
-            response = _json_response(500, err.internal_error().body(), {})
-        status = response.status
-        self.world.reqlog.write(
-            service="admin",
-            method=request.method,
-            path=request.path,
-            op=f"Admin_{name.title() or 'Root'}",
-            status=status,
-            caller=None,
-            ms=(time.perf_counter() - started) * 1000,
-        )
-        return response
-
-    async def _dispatch(self, request: web.Request, name: str) -> web.StreamResponse:
-        world = self.world
-        if request.method == "GET":
-            if name == "executions":
-                return _json_response(200, {"value": world.agent.executions()}, {})
-            if name == "stats":
-                return _json_response(200, self._stats(), {})
-            if name == "faults":
-                return _json_response(200, asdict(world.faults), {})
-            if name == "limits":
-                return _json_response(200, asdict(world.throttler.limits), {})
-        if request.method == "POST" and name in ("power", "faults", "limits"):
-            body = await self._json(request)
-            if name == "power":
-                return await self._power(body)
-            try:
-                if name == "faults":
-                    world.set_faults(parse_faults(body))
-                    return _json_response(200, asdict(world.faults), {})
-                world.set_limits(parse_limits(body))
-                return _json_response(200, asdict(world.throttler.limits), {})
-            except (FleetError, TypeError, ValueError, KeyError) as exc:
-                raise err.ArmError(400, "InvalidRequestContent", f"Invalid {name}: {exc}") from None
-        raise err.ArmError(404, "NotFound", f"No admin route {request.method} /_sim/{name}.")
-
-    async def _power(self, body: dict[str, Any]) -> web.StreamResponse:
-        power = str(body.get("power", "")).lower()
-        if power not in POWER_STATES:
-            raise err.ArmError(400, "InvalidParameter", f"power must be one of {', '.join(POWER_STATES)}.")
-        machine = self.world.machine(str(body.get("id", "")))
-        if machine is None:
-            raise err.ArmError(404, "ResourceNotFound", "No VM or scale-set instance with that id.")
-        await self.world.set_power(machine, power)
-        return _json_response(200, {"id": machine.id, "power": machine.power}, {})
-
-    def _stats(self) -> dict[str, Any]:
-        requests: dict[str, dict[str, int]] = {}
-        for (service, status), count in self.world.reqlog.counts.items():
-            requests.setdefault(service, {})[str(status)] = count
-        return {
-            "requests": requests,
-            "runningScripts": self.world.agent.running_count(),
-            "runCommands": sum(len(m.run_commands) for m in self.world.machines.values()),
-            "operations": len(self.world.runs.operations),
-        }
-
-    @staticmethod
-    async def _json(request: web.Request) -> dict[str, Any]:
-        try:
-            body = json.loads(await request.read() or b"{}")
-        except (ValueError, UnicodeDecodeError):
-            raise err.invalid_request_content("The admin request body is not JSON.") from None
-        if not isinstance(body, dict):
-            raise err.invalid_request_content("The admin request body must be a JSON object.")
-        return body
 
 
 def make_arm_app(world: World) -> web.Application:

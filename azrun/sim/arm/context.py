@@ -9,21 +9,32 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
+from aiohttp import web
 from multidict import MultiMapping
 
-from azrun.sim import arm_errors as err
-from azrun.sim.fleet import ResourceGroupSpec, SubscriptionSpec
-from azrun.sim.render import Renderer
-from azrun.sim.state import Machine, ScaleSet, World
+from azrun.sim.arm import errors as err
+from azrun.sim.fleetspec import ResourceGroupSpec, SubscriptionSpec
+from azrun.sim.model import Machine, ScaleSet
+from azrun.sim.render import Encoded, Renderer
+from azrun.sim.state import World
 
 T = TypeVar("T")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def json_response(status: int, body: Any, headers: dict[str, str]) -> web.Response:
+    """An aiohttp answer: no body for None, pre-encoded listings as they are, else compact JSON."""
+    if body is None:
+        return web.Response(status=status, headers=headers)
+    data = body.data if isinstance(body, Encoded) else json.dumps(body, separators=(",", ":")).encode()
+    return web.Response(status=status, body=data, headers=headers, content_type="application/json")
 
 
 @dataclass

@@ -11,11 +11,11 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from azrun.sim import arm_action as act
-from azrun.sim import arm_errors as err
-from azrun.sim import arm_reads as r
-from azrun.sim import arm_runcmd as rc
-from azrun.sim.arm_context import Call, Reply, Service
+from azrun.sim.arm import action as act
+from azrun.sim.arm import errors as err
+from azrun.sim.arm import reads as r
+from azrun.sim.arm import runcmd as rc
+from azrun.sim.arm.context import Call, Reply, Service
 
 Handler = Callable[[Service, Call, dict[str, str]], Awaitable[Reply]]
 

@@ -7,9 +7,9 @@ per VM.
 
 from __future__ import annotations
 
-from azrun.sim import arm_errors as err
-from azrun.sim.arm_context import Call, Reply, Service, listing, page
-from azrun.sim.arm_filter import parse_resource_filter, parse_vm_filter, vm_matches
+from azrun.sim.arm import errors as err
+from azrun.sim.arm.context import Call, Reply, Service, listing, page
+from azrun.sim.arm.filter import parse_resource_filter, parse_vm_filter, vm_matches
 from azrun.sim.render import Encoded, encoded_listing
 
 

@@ -7,7 +7,8 @@ through the same :class:`LineSplitter` and printers. Three ways to read:
 * :func:`copy_raw` -- one blob's bytes unchanged (``azrun logs RUN --target X --stdout > file``);
 * :func:`follow_logs` -- a :class:`Tailer` over the targets still running, until the ledger says
   they are done;
-* :func:`download_logs` -- every target's blobs saved as files ``DIR/<target>/stdout|stderr``.
+* :func:`download_logs` -- every target's blobs saved as files ``DIR/<target path>/stdout|stderr``
+  (the blob layout: ``<subscription>/<resource group>/<vm>[/<instance>]``, unique per machine).
 
 The list of targets comes from the caller (the CLI reads it from the ledger, or lists the run's
 blobs when the ledger does not know the run).
@@ -24,9 +25,7 @@ from urllib.parse import quote
 
 from azrun.errors import OutputError
 from azrun.models import Target, TargetKind
-from azrun.output._lines import LineSplitter
-from azrun.output._store import STREAMS, OutputStore, RunBlob, blob_name
-from azrun.output._tail import Sink, Tailer
+from azrun.output import STREAMS, LineSplitter, OutputStore, RunBlob, Sink, Tailer, blob_name
 
 __all__ = [
     "LoggedTarget",
@@ -62,9 +61,20 @@ def container_of(url: str, run_id: str) -> str:
     return clean[:cut]
 
 
-def _placeholder(name: str) -> Target:
+_GUID_LEN = 36
+
+
+def _placeholder(path: str) -> Target:
+    """A target known only by its blob path (``sub/rg/vm[/instance]``, or an older run's name)."""
+    parts = path.split("/")
+    if len(parts) >= 3 and len(parts[0]) == _GUID_LEN and parts[0].count("-") == 4:
+        sub, rg, rest = parts[0], parts[1], parts[2:]
+        return Target(
+            resource_id=f"blob:{path}", name="/".join(rest), kind=TargetKind.VM, subscription_id=sub,
+            resource_group=rg, location="", os="unknown", power_state="unknown",
+        )  # fmt: skip
     return Target(
-        resource_id=f"blob:{name}", name=name, kind=TargetKind.VM, subscription_id="", resource_group="",
+        resource_id=f"blob:{path}", name=path, kind=TargetKind.VM, subscription_id="", resource_group="",
         location="", os="unknown", power_state="unknown",
     )  # fmt: skip
 
@@ -73,16 +83,16 @@ def targets_from_blobs(blobs: Sequence[RunBlob]) -> list[LoggedTarget]:
     """Targets found by listing a run's blobs (when the ledger does not know the run)."""
     found: dict[str, dict[str, str]] = {}
     for b in blobs:
-        found.setdefault(b.target_name, {})[b.stream] = b.url
+        found.setdefault(b.path, {})[b.stream] = b.url
     return [
-        LoggedTarget(_placeholder(name), urls.get("stdout"), urls.get("stderr"), finished=True)
-        for name, urls in found.items()
+        LoggedTarget(_placeholder(path), urls.get("stdout"), urls.get("stderr"), finished=True)
+        for path, urls in found.items()
     ]
 
 
 def _name(store: OutputStore, run_id: str, lt: LoggedTarget, stream: str) -> str:
     url = lt.url(stream)
-    return store.name_from_url(url) if url else blob_name(run_id, lt.target.name, stream)
+    return store.name_from_url(url) if url else blob_name(run_id, lt.target, stream)
 
 
 async def print_logs(
@@ -142,21 +152,24 @@ async def copy_raw(store: OutputStore, run_id: str, lt: LoggedTarget, stream: st
 def _safe_relative(name: str) -> Path:
     parts = [p for p in name.split("/") if p not in ("", ".", "..")]
     if not parts:
-        raise OutputError(f"target name {name!r} cannot be used as a file name")
+        raise OutputError(f"blob {name!r} cannot be used as a file name")
     return Path(*parts)
 
 
 async def download_logs(
     store: OutputStore, run_id: str, targets: Sequence[LoggedTarget], directory: Path
 ) -> list[tuple[Path, int]]:
-    """Save every target's blobs as ``directory/<target>/stdout|stderr``; return (path, bytes)."""
+    """Save every target's blobs as ``directory/<target path>/stdout|stderr`` (the blob's name under
+    the run, so two machines never write one file); return (path, bytes)."""
     saved: list[tuple[Path, int]] = []
     for lt in targets:
         for stream in STREAMS:
             if lt.url(stream) is None and lt.target.resource_id.startswith("blob:"):
                 continue
-            path = directory / _safe_relative(lt.target.name) / stream
-            saved.append((path, await store.download(_name(store, run_id, lt, stream), path)))
+            name = _name(store, run_id, lt, stream)
+            relative = name[len(run_id) + 1 :] if name.startswith(f"{run_id}/") else name
+            path = directory / _safe_relative(relative)
+            saved.append((path, await store.download(name, path)))
     return saved
 
 
@@ -180,7 +193,7 @@ async def follow_logs(
         while True:
             current = await refresh()
             for lt in current:
-                key = lt.target.resource_id
+                key = lt.target.resource_id.lower()
                 if key in done:
                     continue
                 if lt.finished:

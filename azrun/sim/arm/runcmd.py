@@ -12,10 +12,11 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from azrun.sim import arm_errors as err
-from azrun.sim.arm_context import Call, Reply, Service, listing, page
-from azrun.sim.arm_runs import RUN_COMMAND_CAP, Operation, RunCommand
-from azrun.sim.state import Machine
+from azrun.sim import render_runs as rr
+from azrun.sim.arm import errors as err
+from azrun.sim.arm.context import Call, Reply, Service, listing, page
+from azrun.sim.arm.runs import RUN_COMMAND_CAP
+from azrun.sim.model import Machine, Operation, RunCommand
 
 _SOURCES = ("script", "scriptUri", "commandId", "galleryScriptReferenceId")
 _BOOLS = ("asyncExecution", "treatFailureAsDeploymentFailure")
@@ -239,7 +240,7 @@ async def put_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     if why == "in-progress":
         raise err.conflict_in_progress()
     rc, created, op = await world.runs.put(m, p["rc"], location, tags, settings)
-    return Reply(201 if created else 200, svc.render.run_command(rc), operation_headers(call, op))
+    return Reply(201 if created else 200, rr.run_command(rc), operation_headers(call, op))
 
 
 async def patch_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
@@ -259,7 +260,7 @@ async def patch_run_command(svc: Service, call: Call, p: dict[str, str]) -> Repl
     if why == "in-progress":
         raise err.conflict_in_progress()
     rc, _, op = await svc.world.runs.put(m, existing.name, existing.location, tags, settings)
-    return Reply(200, svc.render.run_command(rc), operation_headers(call, op))
+    return Reply(200, rr.run_command(rc), operation_headers(call, op))
 
 
 async def get_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
@@ -268,7 +269,7 @@ async def get_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     rc = m.run_commands.get(p["rc"].lower())
     if rc is None:
         raise _not_found(m, p["rc"])
-    return Reply(200, svc.render.run_command(rc, instance_view=call.expand_instance_view()))
+    return Reply(200, rr.run_command(rc, instance_view=call.expand_instance_view()))
 
 
 async def list_run_commands(svc: Service, call: Call, p: dict[str, str]) -> Reply:
@@ -277,7 +278,7 @@ async def list_run_commands(svc: Service, call: Call, p: dict[str, str]) -> Repl
     items: list[RunCommand] = list(m.run_commands.values())
     chunk, nxt = page(call, items, svc.world.spec.sim.page_size)
     view = call.expand_instance_view()
-    return Reply(200, listing([svc.render.run_command(rc, instance_view=view) for rc in chunk], nxt))
+    return Reply(200, listing([rr.run_command(rc, instance_view=view) for rc in chunk], nxt))
 
 
 async def delete_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
@@ -297,7 +298,7 @@ async def get_operation(svc: Service, call: Call, p: dict[str, str]) -> Reply:
         raise err.entity_not_found()
     svc.compute(call, "VMOperation", subscription=op.machine.subscription_id, resource=op.machine.id.lower())
     if (call.q("monitor") or "").lower() != "true":
-        return Reply(200, svc.render.operation(op))
+        return Reply(200, rr.operation(op))
     if op.status == "InProgress":
         return Reply(
             202,
@@ -313,8 +314,8 @@ async def get_operation(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     if op.kind == "delete":
         return Reply(204)
     if op.kind == "action":
-        return Reply(200, svc.render.action_result(op))
+        return Reply(200, rr.action_result(op))
     rc = op.run_command
     if rc is not None and op.machine.run_commands.get(rc.name.lower()) is rc:
-        return Reply(200, svc.render.run_command(rc))
-    return Reply(200, svc.render.operation(op))
+        return Reply(200, rr.run_command(rc))
+    return Reply(200, rr.operation(op))

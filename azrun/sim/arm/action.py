@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from azrun.sim import arm_errors as err
-from azrun.sim.arm_context import Call, Reply, Service, listing
-from azrun.sim.arm_runcmd import json_body, operation_headers, params_of
-from azrun.sim.state import Machine
+from azrun.sim.arm import errors as err
+from azrun.sim.arm.context import Call, Reply, Service, listing
+from azrun.sim.arm.runcmd import json_body, operation_headers, params_of
+from azrun.sim.model import Machine
 
 _SCHEMA = "http://schema.management.azure.com/schemas/2016-11-17/runcommands.json"
 _SCRIPT_PARAMETERS: list[dict[str, Any]] = []

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from azrun.sim.arm_errors import ArmError, invalid_parameter
-from azrun.sim.state import Machine, ResourceEntry
+from azrun.sim.arm.errors import ArmError, invalid_parameter
+from azrun.sim.model import Machine, ResourceEntry
 
 _QUOTED = r"'((?:[^']|'')*)'"
 _EQ = re.compile(rf"^(tagname|tagvalue|resourcetype|name|location)\s+eq\s+{_QUOTED}$", re.IGNORECASE)
