@@ -101,16 +101,21 @@ def test_version_is_fast_and_imports_no_sdk() -> None:
         capture_output=True, text=True, env=_env(), timeout=30,
     )  # fmt: skip
     assert probe.stdout.strip() == "[]", probe.stdout
-    start = time.monotonic()
-    subprocess.run([sys.executable, "-c", "pass"], check=True, timeout=30)
-    baseline = time.monotonic() - start
-    start = time.monotonic()
+    def best_of_3(*cmd: str) -> float:
+        times = []
+        for _ in range(3):
+            start = time.monotonic()
+            subprocess.run(cmd, check=True, capture_output=True, env=_env(), timeout=60)
+            times.append(time.monotonic() - start)
+        return min(times)
+
     version = _azrun("--version")
-    elapsed = time.monotonic() - start
     assert version.stdout.strip() == f"azrun {__version__}"
-    # ~0.2 s over a bare interpreter on a quiet machine; measured against the interpreter's own start
-    # on the same (possibly loaded) machine rather than an absolute figure
-    assert elapsed < 1.0 + 3 * baseline
+    # azrun's own start-up over what it cannot avoid (the interpreter, typer, asyncio), best of three
+    # on the same (possibly loaded) machine rather than an absolute figure: ~1.5x on a quiet one
+    baseline = best_of_3(sys.executable, "-c", "import typer, asyncio")
+    elapsed = best_of_3(sys.executable, "-m", "azrun", "--version")
+    assert elapsed < 0.3 + 2.5 * baseline, (elapsed, baseline)
 
 
 def test_errors_are_one_line_unless_debug(tmp_path: Any) -> None:

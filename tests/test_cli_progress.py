@@ -225,3 +225,21 @@ def test_make_display_picks_by_terminal_and_flags(monkeypatch: pytest.MonkeyPatc
     plain.on_target(TargetResult(target=target, state=TargetState.SUCCEEDED, exit_code=0))
     assert "Dispatching" in piped.getvalue() and "Succeeded exit=0" in piped.getvalue()
     assert "\x1b[" not in piped.getvalue()
+
+
+@pytest.mark.parametrize("state", [TargetState.TIMED_OUT, TargetState.CANCELED, TargetState.UNDELIVERABLE])
+def test_no_exit_code_is_shown_when_the_script_s_exit_is_unknown(state: TargetState) -> None:
+    from azrun.cli._result import target_record
+    from azrun.cli._run_view import render_targets
+
+    result = TargetResult(target=_target("vm-3"), state=state, exit_code=0, message="stopped")
+    piped = io.StringIO()
+    plain = make_display("summary", err=piped)
+    plain.on_target(result)
+    assert state.value in piped.getvalue() and "exit=" not in piped.getvalue()
+    assert target_record(result, run_id="r")["exitCode"] is None
+    row = render_targets([result], color=False).splitlines()[1]
+    assert " 0 " not in row
+    failed = TargetResult(target=_target("vm-4"), state=TargetState.FAILED, exit_code=0)
+    plain.on_target(failed)
+    assert "Failed exit=0" in piped.getvalue()  # a script that ran and ended keeps its code

@@ -82,3 +82,65 @@ def test_readme_python_examples_run(demo_azure: Any, tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, f"example failed:\n{source}\n{proc.stdout}\n{proc.stderr}"
         assert "Succeeded" in proc.stdout, proc.stdout
+
+
+# -- the README's option lists and tables, checked against the real CLI ---------------------------------
+FLAG = re.compile(r"(?<![\w-])(--?[a-zA-Z][\w-]*)")
+
+
+def _section(name: str) -> str:
+    text = README.read_text(encoding="utf-8")
+    found = re.search(rf"<!-- {re.escape(name)} -->\n(.*?)<!-- /", text, re.S)
+    assert found, f"README has no <!-- {name} --> section"
+    return found.group(1)
+
+
+def _cli_options(*path: str) -> set[str]:
+    import typer
+
+    import azrun.cli as cli
+
+    cmd: Any = typer.main.get_command(cli.app)
+    for name in path:
+        cmd = cmd.commands[name]
+    return {o for p in cmd.params if not getattr(p, "hidden", False) for o in (*p.opts, *p.secondary_opts)
+            if o.startswith("-")} - {"--help", "-h"}
+
+
+def _global_options() -> set[str]:
+    return {"-o", "--output", "--query", "--only-show-errors", "-q", "--quiet", "-v", "--verbose", "--no-color",
+            "--debug"}
+
+
+def test_readme_global_options_are_the_cli_s() -> None:
+    documented = set(FLAG.findall(_section("options:global").replace("/", " ")))
+    assert documented == _global_options()
+    for command in ("run", "status", "targets", "plan", "runs"):
+        assert _global_options() <= _cli_options(command), command
+
+
+def test_readme_run_options_are_the_cli_s() -> None:
+    documented = set(FLAG.findall(_section("options:run").replace("/", " ")))
+    real = _cli_options("run") - _global_options()
+    assert documented == real, {"undocumented": real - documented, "not in the CLI": documented - real}
+
+
+def test_readme_command_table_is_the_cli_s() -> None:
+    import typer
+
+    import azrun.cli as cli
+
+    rows = re.findall(r"^\| `azrun ([a-z]+)(?: ([a-z]+))?", _section("commands"), re.M)
+    documented = {name for name, _ in rows}
+    root: Any = typer.main.get_command(cli.app)
+    assert documented == set(root.commands), documented ^ set(root.commands)
+    for name, sub in rows:
+        if sub:
+            assert sub in root.commands[name].commands, f"azrun {name} {sub}"
+
+
+def test_readme_exit_codes_are_the_cli_s() -> None:
+    from azrun.cli._exit import MEANING
+
+    rows = re.findall(r"^\| (\d+) \| (.*) \|$", _section("exit-codes"), re.M)
+    assert [(int(code), text) for code, text in rows] == [(int(c), m) for c, m in MEANING.items()]
