@@ -166,7 +166,7 @@ class PollScheduler(Generic[K]):
             wait = due - self._clock()
             if wait > 0:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):  # distinct on 3.10
                     await asyncio.wait_for(self._wake.wait(), wait)
                 continue
             heapq.heappop(self._heap)

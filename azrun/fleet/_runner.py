@@ -628,7 +628,7 @@ class Runner:
         if dispatch:
             await asyncio.wait(dispatch, timeout=60)
         if self._finishing and not self._detach:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 async with self._cond:
                     await asyncio.wait_for(self._cond.wait_for(lambda: self._finishing == 0), 60)
         if self._tasks["cleanup"]:

@@ -272,7 +272,7 @@ class Agent:
         timeout = ex.req.timeout_s if ex.req.timeout_s > 0 else None
         try:
             rc = await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # distinct classes on 3.10
             self._killpg(ex)
             await process.wait()
             rc = -1
@@ -298,7 +298,7 @@ class Agent:
 
     async def _status_loop(self, ex: _Execution, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._settings.agent_status_interval_s)
             if not stop.is_set():
                 self._refresh(ex)
@@ -356,7 +356,7 @@ class Agent:
             async with self._blobs.session().get(URL(uri, encoded=True)) as resp:
                 body = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as exc:
             raise AgentFailure(
                 EXIT_DOWNLOAD,
                 f"Execution failed: Failed to download the script '{public_uri(uri)}': {type(exc).__name__}",
@@ -382,7 +382,7 @@ class Agent:
 
     async def _upload_loop(self, blobs: list[AppendBlob], stop: asyncio.Event) -> None:
         while blobs and not stop.is_set():
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._settings.agent_upload_interval_s)
             if stop.is_set():
                 return
