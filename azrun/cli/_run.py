@@ -34,6 +34,7 @@ from azrun.cli._options import (
     SubscriptionOpt,
     TagOpt,
 )
+from azrun.cli._report import ReportOpt
 from azrun.cli._run_inputs import (
     fleet_options,
     gather_parameters,
@@ -237,10 +238,12 @@ def run_cmd(
     storage_account: AccountOpt = None,
     blob_identity: BlobIdentityOpt = None,
     state_dir: StateDirOpt = None,
+    report: ReportOpt = None,
 ) -> None:
     """Run a script on every selected machine, with concurrency and error budgets."""
     from azrun.cli._options import selector_from_options
     from azrun.cli._platform import split_by_os
+    from azrun.cli._report import ReportAfterRun
 
     selector: Selector = selector_from_options(
         tag=tag, exclude_tag=exclude_tag, subscription=subscription, all_subscriptions=all_subscriptions,
@@ -277,8 +280,10 @@ def run_cmd(
         note(f"run {handle.run_id} started (ledger {fleet.ledger.path})")
         return handle
 
+    after = ReportAfterRun(report)
     with display:
-        rc = asyncio.run(session(settings, state_dir, output_mode, display, start))
+        rc = asyncio.run(session(settings, state_dir, output_mode, display, after.watch(start)))
+    after.write(settings, state_dir)
     raise typer.Exit(rc)
 
 

@@ -15,6 +15,7 @@ the same one after a crash) can ``status``, ``resume``, ``rerun`` or ``cancel`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -332,7 +333,14 @@ class Fleet:
             output=self._output_port(rid, hub, scrub, opts), options=opts, observer=hub, scrub=scrub,
             read_refill_per_s=self._read_refill(), throttle=self.factory.throttle,
         )  # fmt: skip
-        return RunHandle(runner, ledger, hub)
+        return RunHandle(runner, ledger, hub, driver=self._driver())
+
+    def _driver(self) -> dict[str, Any]:
+        """Who drives the run, for the ledger (and the report): the identity azrun uses."""
+        identity = self.factory.auth_mode
+        with contextlib.suppress(Exception):  # a label, never a reason to fail a run
+            identity = str(getattr(self.factory.async_credential(), "spec").describe_identity())  # noqa: B009
+        return {"identity": identity}
 
     def _output_port(self, rid: str, obs: FleetObserver, scrub: Scrubber, opts: FleetOptions) -> OutputPort:
         def sink(target: Target, stream: str, line: str) -> None:

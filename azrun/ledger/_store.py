@@ -266,6 +266,20 @@ class Ledger:
                 (status, now, int(ended), now, run_id, *(() if lease_token is None else (lease_token,))),
             )
 
+    def merge_run_options(self, run_id: str, values: dict[str, Any], *, lease_token: str | None = None) -> None:
+        """Set top-level keys of a run's options (what it learned as it went: its throttle
+        figures, who drove it); other keys are kept. JSON-serialisable values only."""
+        guard = "" if lease_token is None else " AND lease_token=?"
+        with self._tx() as db:
+            row = db.execute("SELECT options FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                return
+            merged = {**json.loads(row[0] or "{}"), **values}
+            db.execute(
+                "UPDATE runs SET options=? WHERE id=?" + guard,
+                (json.dumps(merged, sort_keys=True), run_id, *(() if lease_token is None else (lease_token,))),
+            )
+
     # -- leases --------------------------------------------------------------------------------------
     def acquire_lease(self, run_id: str, holder: LeaseHolder, ttl_s: float = LEASE_TTL_S) -> RunRecord:
         """Take the run's lease for ``holder`` (one transaction) and mark it running.
