@@ -42,7 +42,7 @@ asyncio.run(main())
 
 
 def _build(out: Path, *kinds: str) -> list[Path]:
-    proc = subprocess.run([sys.executable, "-m", "build", *kinds, "--outdir", str(out), str(ROOT)],
+    proc = subprocess.run([sys.executable, "-m", "build", *kinds, "--outdir", str(out), str(ROOT)], cwd=out,
                           capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "License classifiers are deprecated" not in proc.stdout + proc.stderr

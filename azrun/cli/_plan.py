@@ -99,7 +99,7 @@ async def _permissions(factory: ClientFactory, selection: Selection) -> list[dic
     groups = sorted({(t.subscription_id, t.resource_group) for t in selection.targets})
     out: list[dict[str, Any]] = []
     for sub, rg in groups:
-        client = factory.aio_resources(sub)
+        client = factory.aresources(sub)
         url = (f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Authorization/permissions"
                "?api-version=2022-04-01")
         try:

@@ -38,6 +38,7 @@ class CleanupReport:
     dry_run: bool = False
 
     def count(self, status: int) -> None:
+        """Count one ARM answer's status (429s are the throttling this cleanup met)."""
         self.arm_requests += 1
 
 

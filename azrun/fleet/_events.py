@@ -51,6 +51,7 @@ class ProgressSnapshot:
 
     @property
     def finished(self) -> int:
+        """How many targets are in a final state."""
         from azrun.models import TERMINAL_STATES
 
         return sum(n for state, n in self.counts.items() if state in {s.value for s in TERMINAL_STATES})
@@ -138,6 +139,7 @@ class TargetDispatched:
 
     @property
     def target(self) -> Target:
+        """The machine."""
         return self.result.target
 
 
@@ -149,6 +151,7 @@ class TargetRunning:
 
     @property
     def target(self) -> Target:
+        """The machine."""
         return self.result.target
 
 
@@ -169,6 +172,7 @@ class TargetFinished:
 
     @property
     def target(self) -> Target:
+        """The machine."""
         return self.result.target
 
 

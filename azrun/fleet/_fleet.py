@@ -60,12 +60,14 @@ class RunStatus:
     targets: tuple[TargetRecord, ...]
 
     def counts(self) -> dict[str, int]:
+        """How many targets are in each state."""
         out: dict[str, int] = {}
         for t in self.targets:
             out[t.state.value] = out.get(t.state.value, 0) + 1
         return out
 
     def result(self) -> FleetResult:
+        """The run as a :class:`FleetResult` (targets still going keep their current state)."""
         return FleetResult(RunId(self.run.id), tuple(t.to_result() for t in self.targets))
 
 
@@ -205,6 +207,7 @@ class Fleet:
 
     @property
     def ledger(self) -> Ledger:
+        """The ledger this fleet records runs in (opened on first use)."""
         if self._ledger is None:
             from azrun.config import state_dir
             from azrun.ledger import Ledger
@@ -339,7 +342,7 @@ class Fleet:
         """Who drives the run, for the ledger (and the report): the identity azrun uses."""
         identity = self.factory.auth_mode
         with contextlib.suppress(Exception):  # a label, never a reason to fail a run
-            identity = str(getattr(self.factory.async_credential(), "spec").describe_identity())  # noqa: B009
+            identity = str(getattr(self.factory.acredential(), "spec").describe_identity())  # noqa: B009
         return {"identity": identity}
 
     def _output_port(self, rid: str, obs: FleetObserver, scrub: Scrubber, opts: FleetOptions) -> OutputPort:
@@ -379,10 +382,12 @@ class Fleet:
 
     # -- resume / rerun / cancel -----------------------------------------------------------------
     def status(self, run_id: str | None = None) -> RunStatus:
+        """A run's record and its targets as the ledger has them (default: the latest run)."""
         record = self.ledger.require_run(run_id)
         return RunStatus(record, tuple(self.ledger.targets(record.id)))
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
+        """The ledger's runs, newest first."""
         return self.ledger.runs(limit)
 
     async def resume_start(
@@ -454,6 +459,7 @@ class Fleet:
         observer: FleetObserver | None = None,
         record: Mapping[str, Any] | None = None,
     ) -> RunHandle:
+        """Start a new run of ``spec`` on the targets of ``run_id`` that ended in ``states``; returns at once."""
         old = self.ledger.require_run(run_id)
         picked = [r.target for r in self.ledger.targets(old.id, states)]
         if not picked:

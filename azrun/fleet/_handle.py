@@ -57,6 +57,7 @@ class RunHandle:
 
     @property
     def run_id(self) -> RunId:
+        """The run's id."""
         return self.runner.run_id
 
     def stop_dispatch(self, reason: str = "dispatch stopped") -> None:
@@ -72,9 +73,11 @@ class RunHandle:
         self.runner.request_detach(reason)
 
     def snapshot(self) -> ProgressSnapshot:
+        """The run's progress now (counts, rates, throttle waits)."""
         return self.runner.snapshot()
 
     def done(self) -> bool:
+        """True once the run has ended (or was detached)."""
         return self._task.done()
 
     async def wait(self) -> FleetResult:

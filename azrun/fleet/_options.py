@@ -31,6 +31,7 @@ class Budget:
 
     @classmethod
     def parse(cls, raw: str | int | Budget, *, what: str = "budget") -> Budget:
+        """A budget from ``N`` (a count) or ``N%`` (a share of the targets)."""
         if isinstance(raw, Budget):
             return raw
         if isinstance(raw, int) and not isinstance(raw, bool):
@@ -147,6 +148,7 @@ class FleetOptions:
         max_errors: str | int | Budget = DEFAULT_MAX_ERRORS,
         **kwargs: Any,
     ) -> FleetOptions:
+        """Options from the CLI-style values (``N``/``N%`` budgets); the rest keep their defaults."""
         if kwargs.get("canary", 0) < 0:
             raise ConfigError("--canary must not be negative")
         return cls(
@@ -156,11 +158,13 @@ class FleetOptions:
         )
 
     def grace_s(self, timeout_s: int) -> float:
+        """How long past ``timeout_s`` the watchdog waits before it calls a target TimedOut."""
         if self.watchdog_grace_s is not None:
             return self.watchdog_grace_s
         return max(60.0, 0.1 * timeout_s)
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as the ledger keeps them (JSON-ready)."""
         data = asdict(self)
         data["max_concurrency"] = str(self.max_concurrency)
         data["max_errors"] = str(self.max_errors)
@@ -168,6 +172,7 @@ class FleetOptions:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FleetOptions:
+        """Options back from :meth:`to_dict` (unknown keys ignored)."""
         known = set(cls.__dataclass_fields__)
         values = {k: v for k, v in data.items() if k in known}
         if isinstance(values.get("poll"), dict):

@@ -195,6 +195,7 @@ class Ledger:
             raise LedgerError(f"ledger write failed: {exc}", hint=f"check {self.path}") from exc
 
     def close(self) -> None:
+        """Close the database connection."""
         self._db.close()
 
     def __enter__(self) -> Ledger:
@@ -256,6 +257,7 @@ class Ledger:
     def set_run_status(
         self, run_id: str, status: str, *, ended: bool = False, lease_token: str | None = None
     ) -> None:
+        """Set a run's status (``ended``: also stamp its end time)."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
         now = _now()
@@ -333,18 +335,22 @@ class Ledger:
         for its background write and checks the lease."""
 
     def run(self, run_id: str) -> RunRecord | None:
+        """The run ``run_id`` (None when the ledger does not know it)."""
         row = self._db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return run_row(row) if row else None
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
+        """The latest ``limit`` runs, newest first."""
         rows = self._db.execute("SELECT * FROM runs ORDER BY created DESC, id DESC LIMIT ?", (limit,)).fetchall()
         return [run_row(r) for r in rows]
 
     def latest_run_id(self) -> str | None:
+        """The newest run's id (None when there is none)."""
         row = self._db.execute("SELECT id FROM runs ORDER BY created DESC, id DESC LIMIT 1").fetchone()
         return str(row[0]) if row else None
 
     def run_status(self, run_id: str) -> str | None:
+        """The run's status (``running``, ``succeeded``, ``failed``, ``canceled``, ``interrupted``), or None."""
         row = self._db.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
         return str(row[0]) if row else None
 
@@ -361,6 +367,7 @@ class Ledger:
 
     # -- targets -------------------------------------------------------------------------------------
     def targets(self, run_id: str, states: Iterable[TargetState] | None = None) -> list[TargetRecord]:
+        """The run's target rows in dispatch order (optionally only those in ``states``)."""
         if states is None:
             rows = self._db.execute("SELECT * FROM targets WHERE run_id=? ORDER BY seq", (run_id,)).fetchall()
         else:
@@ -372,12 +379,14 @@ class Ledger:
         return [target_row(r) for r in rows]
 
     def target(self, run_id: str, target_id: str) -> TargetRecord | None:
+        """One target row of the run (None when it is not part of it)."""
         row = self._db.execute(
             "SELECT * FROM targets WHERE run_id=? AND target_id=?", (run_id, target_key(target_id))
         ).fetchone()
         return target_row(row) if row else None
 
     def counts(self, run_id: str) -> dict[str, int]:
+        """How many of the run's targets are in each state."""
         rows = self._db.execute("SELECT state, COUNT(*) FROM targets WHERE run_id=? GROUP BY state", (run_id,))
         return {str(state): int(n) for state, n in rows}
 

@@ -345,7 +345,7 @@ def main(argv: Sequence[str]) -> int:
         return child_main(*argv[1:])
     args = parse_args(argv)
     jobs = [j for j in plan(args.quick, args.large) if not args.only or j.benchmark in args.only]
-    started = dt.datetime.now(dt.UTC)
+    started = dt.datetime.now(dt.timezone.utc)
     info = {**machine(), "load_before": _load()}
     print(f"azrun benchmarks ({'quick' if args.quick else 'large' if args.large else 'default'} sizes), "
           f"{info['nproc']} CPUs, load average {info['load_before']}", flush=True)
