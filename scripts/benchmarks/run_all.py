@@ -38,7 +38,7 @@ sys.path[:0] = [p for p in (str(_HERE.parents[1]), str(_HERE)) if p not in sys.p
 
 import _common  # noqa: E402
 
-BENCHMARKS = ("sim", "startup", "targets", "throttle", "identity", "output", "fleet", "scale")
+BENCHMARKS = ("sim", "startup", "targets", "throttle", "identity", "output", "heartbeat", "fleet", "scale")
 RESULTS = _common.REPO / "benchmarks-results.json"
 MARK = {True: "✓", False: "✗", None: "—"}
 FLEET_GOAL_RATIO = 1.10
@@ -103,6 +103,7 @@ def plan(quick: bool, large: bool) -> list[Job]:
             Job("identity", "identity", "bench_identity", kwargs={"clients": 10, "ops": 10, "procs": 5}),
             Job("output", "output", "bench_output",
                 kwargs={"targets": 10, "idle_s": 5.0, "stream_s": 6.0, "large_mb": 4}),
+            Job("heartbeat", "event-loop lag", "bench_heartbeat", kwargs={"n": 50}),
         ]
         scale = [1000, 2000]  # sizes under max_concurrency (1000) would overstate the slope
     else:
@@ -114,6 +115,7 @@ def plan(quick: bool, large: bool) -> list[Job]:
             Job("throttle", "throttle", "bench_throttle", kwargs={}),
             Job("identity", "identity", "bench_identity", kwargs={"clients": 50, "ops": 20, "procs": 20}),
             Job("output", "output", "bench_output", kwargs={"targets": 50}),
+            Job("heartbeat", "event-loop lag", "bench_heartbeat", kwargs={"n": 100}),
         ]
         scale = [1000, 3000, 10_000]
     jobs += fleet_jobs(fleet_sizes, pooled_n=pooled)
