@@ -251,6 +251,24 @@ def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")) / "azrun"
 
 
+def azure_cli_default(environ: Mapping[str, str] | None = None) -> str | None:
+    """The Azure CLI's default subscription id (``az account set``: ``isDefault`` in
+    ``$AZURE_CONFIG_DIR/azureProfile.json``, default ``~/.azure``), or None (no profile, not
+    logged in, unreadable)."""
+    import json
+
+    env = os.environ if environ is None else environ
+    base = env.get("AZURE_CONFIG_DIR") or str(Path(env.get("HOME") or Path.home()) / ".azure")
+    try:
+        data = json.loads((Path(base) / "azureProfile.json").read_text(encoding="utf-8-sig"))  # az writes a BOM
+    except (OSError, ValueError):
+        return None
+    for sub in data.get("subscriptions") or () if isinstance(data, dict) else ():
+        if isinstance(sub, dict) and sub.get("isDefault") and sub.get("id"):
+            return str(sub["id"])
+    return None
+
+
 def state_dir(environ: Mapping[str, str] | None = None, override: str | Path | None = None) -> Path:
     """Where the ledger lives: ``override`` (the flag), else the resolved ``state_dir`` setting."""
     return Settings.load(environ=environ, flags={"state_dir": str(override)} if override else None).state_dir()
@@ -366,8 +384,18 @@ class Settings:
 
     # -- typed views: what the CLI and Fleet.from_env build from -----------------------------------
     def subscriptions(self) -> tuple[str, ...]:
+        """The subscription scope when a selector names none: the setting (flag,
+        ``AZURE_SUBSCRIPTION_ID``, config file), else, when azrun may use the Azure CLI's login
+        (auth ``auto`` or ``cli``), the Azure CLI's default subscription, as ``az`` does."""
         value = self.get("subscription")
-        return tuple(value) if value else ()
+        if isinstance(value, list | tuple):
+            return tuple(str(v).strip() for v in value if str(v).strip())
+        if value:
+            return tuple(v.strip() for v in str(value).split(",") if v.strip())
+        if self.auth_mode() in ("auto", "cli"):
+            default = azure_cli_default(self.environ)
+            return (default,) if default else ()
+        return ()
 
     def identity(self) -> IdentitySelector | None:
         """The user-assigned identity named, or None (system-assigned, or the login's own)."""
