@@ -628,9 +628,11 @@ class Runner:
         if dispatch:
             await asyncio.wait(dispatch, timeout=60)
         if self._finishing and not self._detach:
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            try:
                 async with self._cond:
                     await asyncio.wait_for(self._cond.wait_for(lambda: self._finishing == 0), 60)
+            except asyncio.TimeoutError:
+                pass
         if self._tasks["cleanup"]:
             await asyncio.wait(list(self._tasks["cleanup"]), timeout=120)
         await self._output.aclose()
