@@ -85,6 +85,8 @@ class RunCommand:
     seq: int
     status: ExecutionStatus
     preempted: bool = False
+    deleting: bool = False  # a DELETE was accepted; still listed until its operation ends
+    delete_op: Operation | None = None
 
     @property
     def async_execution(self) -> bool:
@@ -97,6 +99,8 @@ class RunCommand:
     def provisioning_state(self) -> str:
         """Creating/Updating until the agent says so, then Succeeded (or Failed, see module doc)."""
         st = self.status
+        if self.deleting:
+            return "Deleting"
         if self.preempted:
             return "Failed"
         if self.async_execution and st.started:

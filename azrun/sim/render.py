@@ -150,6 +150,26 @@ class Renderer:
             data = self._bytes[key] = encode(body)
         return data
 
+    def status_json(self, m: Machine) -> bytes:
+        """A ``statusOnly=true`` stub: status without the model (no tags, OS, identity, scale set)."""
+        key = (m.id, f"status:{m.power}")
+        data = self._bytes.get(key)
+        if data is None:
+            view = power_instance_view(m, "")
+            body = {
+                "name": m.name,
+                "id": m.id,
+                "type": "Microsoft.Compute/virtualMachines",
+                "location": m.location,
+                "properties": {
+                    "vmId": self.vm(m)["properties"]["vmId"],
+                    "provisioningState": "Succeeded",
+                    "instanceView": {"statuses": view["statuses"]},
+                },
+            }
+            data = self._bytes[key] = encode(body)
+        return data
+
     def resource_json(self, entry: ResourceEntry, *, with_tags: bool) -> bytes:
         key = (entry.id, "tags" if with_tags else "")
         data = self._bytes.get(key)
@@ -188,21 +208,23 @@ class Renderer:
             "provisioningState": "Succeeded",
             "timeCreated": _CREATED,
         }
+        tags = _tags(vm.tags)
         if vm.vmss:
+            # As recorded: a Flexible member's id and scale-set id carry the group upper-cased.
             props["virtualMachineScaleSet"] = {
                 "id": (
-                    f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}"
+                    f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group.upper()}"
                     f"/providers/Microsoft.Compute/virtualMachineScaleSets/{vm.vmss}"
                 )
             }
+            tags.setdefault("VirtualMachineProfileTimeCreated", "6/1/2024 8:00:00 AM +00:00")
         body: dict[str, Any] = {
             "name": m.name,
             "id": m.id,
             "type": "Microsoft.Compute/virtualMachines",
             "location": m.location,
+            "tags": tags,  # "{}" when empty, as recorded
         }
-        if vm.tags:
-            body["tags"] = _tags(vm.tags)
         ident = identity_block(self.fleet, vm)
         if ident:
             body["identity"] = ident

@@ -32,6 +32,17 @@ from azrun.sim.model import TERMINAL, Machine, ResourceEntry, ScaleSet
 from azrun.sim.reqlog import RequestLog
 
 
+def listed_id(vm: VmSpec) -> str:
+    """The id Compute answers for a VM: a Flexible member's resource group comes back upper-cased
+    (recorded); ids are case-insensitive, so clients must compare them so."""
+    if not vm.vmss:
+        return vm.resource_id
+    return (
+        f"/subscriptions/{vm.subscription_id}/resourceGroups/{vm.resource_group.upper()}"
+        f"/providers/Microsoft.Compute/virtualMachines/{vm.name}"
+    )
+
+
 class World:
     """Live state of the local Azure, shared by every ARM handler (single event loop)."""
 
@@ -46,7 +57,7 @@ class World:
         self.faults: Faults = spec.faults
         self.rng = random.Random(spec.faults.seed)
         self.throttler = Throttler(spec.limits)
-        self.runs = RunBook(agent=agent, spec=spec, hung=self.hung)
+        self.runs = RunBook(agent=agent, spec=spec, hung=self.hung, agent_fault=self.agent_fault)
         self.subscriptions: dict[str, SubscriptionSpec] = {s.id.lower(): s for s in spec.subscriptions}
         self.groups: dict[tuple[str, str], ResourceGroupSpec] = {}
         self.machines: dict[str, Machine] = {}
@@ -73,7 +84,7 @@ class World:
                     self.groups[key] = ResourceGroupSpec(ident.resource_group, loc)
         for vm in self.spec.vms:
             m = Machine(
-                id=vm.resource_id,
+                id=listed_id(vm),
                 name=vm.name,
                 display=vm.name,
                 subscription_id=vm.subscription_id,
@@ -126,12 +137,19 @@ class World:
 
     def _resources(self, sub: SubscriptionSpec) -> list[ResourceEntry]:
         sid = sub.id.lower()
-        out = [
-            ResourceEntry(
-                m.id, m.name, "Microsoft.Compute/virtualMachines", m.location, m.resource_group, m.host.tags
-            )
-            for m in self.vms_by_sub.get(sid, [])
-        ]
+        out: list[ResourceEntry] = []
+        for m in self.vms_by_sub.get(sid, []):
+            assert isinstance(m.host, VmSpec)
+            rid, tags = m.host.resource_id, m.host.tags
+            out.append(ResourceEntry(rid, m.name, "Microsoft.Compute/virtualMachines", m.location, m.resource_group, tags))
+            # As in Azure, a tag query also finds the VM's NIC, OS disk and public IP, tagged alike.
+            base = f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}/providers"
+            for rtype, name in (
+                ("Microsoft.Network/networkInterfaces", f"{m.name}-nic"),
+                ("Microsoft.Compute/disks", f"{m.name}_OsDisk_1"),
+                ("Microsoft.Network/publicIPAddresses", f"{m.name}-ip"),
+            ):
+                out.append(ResourceEntry(f"{base}/{rtype}/{name}", name, rtype, m.location, m.resource_group, tags))
         out.extend(
             ResourceEntry(
                 ss.spec.resource_id,
@@ -192,8 +210,20 @@ class World:
         self.throttler = Throttler(limits)
 
     def hung(self, machine: Machine) -> bool:
-        names = {n.lower() for n in self.faults.hung_agents}
-        return machine.display.lower() in names or machine.name.lower() in names
+        return self._named(machine, self.faults.hung_agents)
+
+    def agent_fault(self, machine: Machine) -> str | None:
+        """ "not-ready" (nothing starts, DELETE never ends), "never-starts", or None."""
+        if self._named(machine, self.faults.agents_not_ready):
+            return "not-ready"
+        if self._named(machine, self.faults.agents_never_start):
+            return "never-starts"
+        return None
+
+    @staticmethod
+    def _named(machine: Machine, names: tuple[str, ...]) -> bool:
+        wanted = {n.lower() for n in names}
+        return machine.display.lower() in wanted or machine.name.lower() in wanted
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
