@@ -30,6 +30,7 @@ A fleet file is TOML::
     [[subscription.resource_group.vm]]
     name = "vm-web-{i:02d}"; count = 3; os = "linux"; power = "running"
     tags = { env = "prod" }; system_identity = true; user_identities = ["id-azrun"]
+    system_identity_storage_role = "contributor"   # default "none": a role must be granted
     [[subscription.resource_group.vmss]]
     name = "vmss-api"; orchestration = "Uniform"; instances = 3; tags = {...}
     instance_power = { "2" = "deallocated" }
@@ -257,9 +258,22 @@ def _vm(v: dict[str, Any], name: str, sub_id: str, rg: ResourceGroupSpec) -> VmS
         power=str(v.get("power", "running")).lower(),
         tags=_tags(v.get("tags")),
         system_identity=bool(v.get("system_identity", False)),
+        system_storage_role=_role(v),
         user_identities=tuple(str(x) for x in v.get("user_identities", [])),
         size=str(v.get("size", "Standard_D2s_v5")),
     )
+
+
+_ROLES = ("contributor", "reader", "none")
+
+
+def _role(entry: dict[str, Any]) -> str:
+    """``system_identity_storage_role``: what the system identity may do on the output container
+    (default none: in Azure a role must be granted)."""
+    role = str(entry.get("system_identity_storage_role", "none")).lower()
+    if role not in _ROLES:
+        raise FleetError(f"system_identity_storage_role must be one of {', '.join(_ROLES)}, got {role!r}")
+    return role
 
 
 def _vmss(ss: dict[str, Any], sub_id: str, rg: ResourceGroupSpec) -> VmssSpec:
@@ -275,6 +289,7 @@ def _vmss(ss: dict[str, Any], sub_id: str, rg: ResourceGroupSpec) -> VmssSpec:
         tags=_tags(ss.get("tags")),
         instance_power=tuple((str(k), str(v).lower()) for k, v in ss.get("instance_power", {}).items()),
         system_identity=bool(ss.get("system_identity", False)),
+        system_storage_role=_role(ss),
         user_identities=tuple(str(x) for x in ss.get("user_identities", [])),
         size=str(ss.get("size", "Standard_D2s_v5")),
     )
@@ -297,6 +312,7 @@ def _flex_members(ss: dict[str, Any], sub_id: str, rg: ResourceGroupSpec) -> lis
                 power=power.get(str(i), "running"),
                 tags=_tags(ss.get("member_tags")),
                 system_identity=bool(ss.get("system_identity", False)),
+                system_storage_role=_role(ss),
                 user_identities=tuple(str(x) for x in ss.get("user_identities", [])),
                 vmss=name,
                 size=str(ss.get("size", "Standard_D2s_v5")),

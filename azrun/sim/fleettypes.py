@@ -110,6 +110,8 @@ class VmSpec:
     power: str = "running"  # running | stopped | deallocated
     tags: tuple[tuple[str, str], ...] = ()
     system_identity: bool = False
+    # The system-assigned identity's role on the output container: none unless granted, as in Azure.
+    system_storage_role: str = "none"
     user_identities: tuple[str, ...] = ()  # Identity names in the same subscription
     vmss: str | None = None  # name of the Flexible scale set this VM belongs to
     size: str = "Standard_D2s_v5"
@@ -149,6 +151,7 @@ class VmssSpec:
     tags: tuple[tuple[str, str], ...] = ()
     instance_power: tuple[tuple[str, str], ...] = ()  # instance id -> power state
     system_identity: bool = False
+    system_storage_role: str = "none"
     user_identities: tuple[str, ...] = ()
     size: str = "Standard_D2s_v5"
 
