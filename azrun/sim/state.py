@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 
 from azrun.sim.agent import Agent
 from azrun.sim.arm.runs import RunBook
@@ -68,6 +69,10 @@ class World:
         # subscription -> (lowercased tag name, value) -> resources: tag queries without a scan
         self.tag_index: dict[str, dict[tuple[str, str], list[ResourceEntry]]] = {}
         self._roles: dict[tuple[str, str], str] = {}
+        # POST /_sim/outage: ARM resets every request until then (monotonic clock); "refuse" also
+        # closes the listening socket meanwhile (``refuse_hook``, set by the server).
+        self.outage_until = 0.0
+        self.refuse_hook: Callable[[float], None] | None = None
         self._deallocated_faults: set[tuple[str, float]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._index()
@@ -204,6 +209,15 @@ class World:
         if self._scheduler is not None:
             self._scheduler.cancel()
             self._scheduler = asyncio.get_running_loop().create_task(self._deallocate_on_schedule())
+
+    def outage(self, seconds: float, mode: str) -> None:
+        """ARM unreachable for ``seconds``: connections reset ("reset") or refused ("refuse")."""
+        self.outage_until = time.monotonic() + seconds
+        if mode == "refuse" and self.refuse_hook is not None:
+            self.refuse_hook(seconds)
+
+    def in_outage(self) -> bool:
+        return time.monotonic() < self.outage_until
 
     def set_limits(self, limits: Limits) -> None:
         """Replace the limits (admin API): every bucket starts full again."""
