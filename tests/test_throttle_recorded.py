@@ -266,8 +266,9 @@ def test_azrun_reconciles_every_header_the_local_azure_sends(header_format: str)
         sim_policies.VMSS_VM_GET: ("GET", VMSS_RUN),
     }
     for operation, (method, url) in urls.items():
-        header = sim.compute(operation, subscription=SUB, resource="/x")["x-ms-ratelimit-remaining-resource"]
-        observe(throttle, method, url, header)
+        header = sim.compute(operation, subscription=SUB, resource="/x").get("x-ms-ratelimit-remaining-resource")
+        if header is not None:  # legacy scale-set VM reads carry none (recorded 2021-22)
+            observe(throttle, method, url, header)
     got = names(throttle)
     if header_format == "current":
         assert got[f"{VM_KEY}/update-vm"].level == 11 and got[f"{VMSS_KEY}/vmss-vm-delete"].level == 11
