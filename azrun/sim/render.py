@@ -58,13 +58,28 @@ def identity_block(fleet: FleetSpec, host: VmSpec | VmssSpec) -> dict[str, Any] 
     return block
 
 
-def _os_profile(computer_name: str, os: str) -> dict[str, Any]:
-    profile: dict[str, Any] = {"computerName": computer_name, "adminUsername": "azureuser", "secrets": []}
+def _os_profile(computer_name: str, os: str, *, scale_set: bool = False) -> dict[str, Any]:
+    """A VM's OS profile; Uniform scale sets' carry no patch settings (recorded)."""
+    profile: dict[str, Any] = {"computerName": computer_name, "adminUsername": "azureuser"}
+    patch = {"patchMode": "ImageDefault" if os != "windows" else "AutomaticByOS", "assessmentMode": "ImageDefault"}
     if os == "windows":
-        profile["windowsConfiguration"] = {"provisionVMAgent": True, "enableAutomaticUpdates": True}
+        profile["windowsConfiguration"] = {
+            "provisionVMAgent": True,
+            "enableAutomaticUpdates": True,
+            "enableVMAgentPlatformUpdates": False,
+        }
     else:
-        profile["linuxConfiguration"] = {"disablePasswordAuthentication": True, "provisionVMAgent": True}
+        profile["linuxConfiguration"] = {
+            "disablePasswordAuthentication": True,
+            "ssh": {"publicKeys": []},
+            "provisionVMAgent": True,
+            "enableVMAgentPlatformUpdates": False,
+        }
+    if not scale_set:
+        profile["windowsConfiguration" if os == "windows" else "linuxConfiguration"]["patchSettings"] = patch
+    profile["secrets"] = []
     profile["allowExtensionOperations"] = True
+    profile["requireGuestProvisionSignal"] = True
     return profile
 
 
@@ -75,8 +90,15 @@ def _image(os: str) -> dict[str, str]:
             "offer": "WindowsServer",
             "sku": "2022-datacenter-azure-edition",
             "version": "latest",
+            "exactVersion": "20348.2700.240906",
         }
-    return {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}
+    return {
+        "publisher": "Canonical",
+        "offer": "ubuntu-24_04-lts",
+        "sku": "server",
+        "version": "latest",
+        "exactVersion": "24.04.202409120",
+    }
 
 
 def _os_disk(m: Machine) -> dict[str, Any]:
@@ -90,6 +112,7 @@ def _os_disk(m: Machine) -> dict[str, Any]:
             "storageAccountType": "Premium_LRS",
             "id": f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}/providers/Microsoft.Compute/disks/{disk}",
         },
+        **({} if m.uniform else {"deleteOption": "Delete"}),  # recorded: Uniform instances have none
         "diskSizeGB": 30,
     }
 
@@ -99,6 +122,21 @@ def power_instance_view(m: Machine, computer_name: str) -> dict[str, Any]:
     view: dict[str, Any] = {
         "computerName": computer_name,
         "osName": "Windows Server 2022 Datacenter" if m.os == "windows" else "ubuntu",
+        "osVersion": "10.0.20348" if m.os == "windows" else "24.04",
+        "hyperVGeneration": "V2",
+        "disks": [
+            {
+                "name": f"{m.name}_OsDisk_1",
+                "statuses": [
+                    {
+                        "code": "ProvisioningState/succeeded",
+                        "level": "Info",
+                        "displayStatus": "Provisioning succeeded",
+                        "time": _CREATED,
+                    }
+                ],
+            }
+        ],
         "statuses": [
             {
                 "code": "ProvisioningState/succeeded",
@@ -122,8 +160,10 @@ def power_instance_view(m: Machine, computer_name: str) -> dict[str, Any]:
                     "level": "Info",
                     "displayStatus": "Ready",
                     "message": "GuestAgent is running and accepting new configurations.",
+                    "time": _CREATED,
                 }
             ],
+            "extensionHandlers": [],
         }
     return view
 
@@ -201,7 +241,8 @@ class Renderer:
                         "id": (
                             f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}"
                             f"/providers/Microsoft.Network/networkInterfaces/{m.name}-nic"
-                        )
+                        ),
+                        "properties": {"primary": True, "deleteOption": "Delete"},
                     }
                 ]
             },
@@ -246,7 +287,7 @@ class Renderer:
             props["overprovision"] = False
             props["singlePlacementGroup"] = True
             props["virtualMachineProfile"] = {
-                "osProfile": {**_os_profile(ss.name, ss.os), "computerNamePrefix": ss.name},
+                "osProfile": {**_os_profile(ss.name, ss.os, scale_set=True), "computerNamePrefix": ss.name},
                 "storageProfile": {
                     "imageReference": _image(ss.os),
                     "osDisk": {
@@ -268,8 +309,7 @@ class Renderer:
             "location": ss.location,
             "sku": {"name": ss.size, "tier": "Standard", "capacity": ss.instances},
         }
-        if ss.tags:
-            body["tags"] = _tags(ss.tags)
+        body["tags"] = _tags(ss.tags)  # "{}" when empty, as recorded
         ident = identity_block(self.fleet, ss)
         if ident:
             body["identity"] = ident
@@ -299,15 +339,24 @@ class Renderer:
             "instanceId": m.instance_id,
             "sku": {"name": ss.size, "tier": "Standard"},
         }
-        if ss.tags:
-            body["tags"] = _tags(ss.tags)
+        body["tags"] = _tags(ss.tags)
         body["properties"] = {
             "latestModelApplied": True,
             "modelDefinitionApplied": "VirtualMachineScaleSet",
             "vmId": _uid(ss, m.instance_id),
             "hardwareProfile": {"vmSize": ss.size},
             "storageProfile": {"imageReference": _image(m.os), "osDisk": _os_disk(m), "dataDisks": []},
-            "osProfile": _os_profile(computer, m.os),
+            "osProfile": _os_profile(computer, m.os, scale_set=True),
+            "networkProfile": {
+                "networkInterfaces": [
+                    {
+                        "id": (
+                            f"{m.id}/networkInterfaces/{ss.name}-nic"
+                        ),
+                        "properties": {"primary": True},
+                    }
+                ]
+            },
             "provisioningState": "Succeeded",
             "timeCreated": _CREATED,
         }

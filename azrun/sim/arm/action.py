@@ -73,11 +73,13 @@ def _catalog_id(command_id: str) -> str | None:
 
 async def list_commands(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     svc.subscription(p["sub"])
+    svc.compute(call, pol.CATALOG, subscription=p["sub"], resource=None)
     return Reply(200, listing([_document(k, full=False) for k in CATALOG], None))
 
 
 async def get_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     svc.subscription(p["sub"])
+    svc.compute(call, pol.CATALOG, subscription=p["sub"], resource=None)
     found = _catalog_id(p["command"])
     if found is None:
         raise err.entity_not_found()

@@ -37,6 +37,7 @@ VMSS_VM_GET = "vmss-vm-get"  # GET/LIST scale-set VM run commands
 VMSS_VM_VIEW = "vmss-vm-view"  # GET a scale-set VM / its instance view
 VMSS_LIST = "vmss-list"  # instances of a Uniform scale set
 VMSS_GET = "vmss-get"  # GET a scale set
+CATALOG = "catalog"  # the location's run-command catalogue (legacy: GetSubscriptionInfo3Min)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ def _current(lim: Limits) -> dict[str, OperationPolicy]:
             (*pair("HighCostGetVMScaleSet", lim.vmss_list_subscription, lim.vmss_list_resource), views), charge=True
         ),
         VMSS_GET: OperationPolicy(pair("GetVMScaleSet", lim.vmss_get_subscription, lim.vmss_get_resource)),
+        CATALOG: OperationPolicy(()),  # no recording in the current format: not metered
     }
 
 
@@ -154,6 +156,7 @@ def _legacy(lim: Limits) -> dict[str, OperationPolicy]:
         VMSS_GET: OperationPolicy(
             (*win("GetVMScaleSet", 800, 4000), hidden("GetVMScaleSetResource", lim.vmss_get_resource))
         ),
+        CATALOG: OperationPolicy((Meter("GetSubscriptionInfo3Min", "sub", _w(360, _M3)),)),
     }
 
 

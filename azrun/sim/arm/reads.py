@@ -11,6 +11,7 @@ from azrun.sim.arm import errors as err
 from azrun.sim.arm import policies as pol
 from azrun.sim.arm.context import Call, Reply, Service, listing, page
 from azrun.sim.arm.filter import parse_resource_filter, parse_vm_filter, vm_matches
+from azrun.sim.fleetspec import stable_uuid
 from azrun.sim.render import Encoded, encoded_listing
 
 
@@ -161,4 +162,8 @@ async def get_vmss_vm(svc: Service, call: Call, p: dict[str, str]) -> Reply:
 async def vmss_vm_instance_view(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = svc.instance(p["sub"], p["rg"], p["vmss"], p["instance"])
     svc.compute(call, pol.VMSS_VM_VIEW, subscription=m.subscription_id, resource=m.id.lower())
-    return Reply(200, svc.render.vmss_vm(m, instance_view=True)["properties"]["instanceView"])
+    view = svc.render.vmss_vm(m, instance_view=True)["properties"]["instanceView"]
+    domain = int(m.instance_id or 0) % 5
+    # a scale-set VM's own instance view also places it (recorded)
+    return Reply(200, {"platformUpdateDomain": domain, "platformFaultDomain": domain % 2,
+                       "placementGroupId": stable_uuid("pg", m.id), **view})

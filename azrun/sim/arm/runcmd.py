@@ -139,8 +139,9 @@ def validate_properties(props: Any, *, partial: bool = False) -> dict[str, Any]:
 
 
 def _fill_and_check(s: dict[str, Any]) -> None:
-    for key in _BOOLS:
-        s.setdefault(key, False)
+    # As recorded: asyncExecution and timeoutInSeconds are always echoed (false / 0);
+    # treatFailureAsDeploymentFailure only when it was sent.
+    s.setdefault("asyncExecution", False)
     s.setdefault("timeoutInSeconds", 0)
     source = s.get("source") or {}
     given = [k for k in _SOURCES if source.get(k)]
@@ -198,18 +199,19 @@ def _policy(m: Machine, verb: str) -> str:
 
 
 def operation_headers(call: Call, op: Operation, *, location: bool) -> dict[str, str]:
-    """As recorded: ``Azure-AsyncOperation`` always, ``Location`` (monitor) on DELETE and POST
-    only, ``Azure-AsyncNotification: Enabled`` on PUT/PATCH, and never ``Retry-After``."""
+    """As recorded: ``Azure-AsyncNotification: Enabled`` and ``Azure-AsyncOperation`` always,
+    ``Location`` (monitor) on DELETE and POST only, and never ``Retry-After``."""
     m = op.machine
     url = (
         f"{call.base}/subscriptions/{m.subscription_id}/providers/Microsoft.Compute/locations/"
         f"{normalize_location(m.location)}/operations/{op.id}"
     )
-    headers = {"Azure-AsyncOperation": f"{url}?p={_P}&api-version={call.api_version}"}
+    headers = {
+        "Azure-AsyncNotification": "Enabled",
+        "Azure-AsyncOperation": f"{url}?p={_P}&api-version={call.api_version}",
+    }
     if location:
         headers["Location"] = f"{url}?p={_P}&monitor=true&api-version={call.api_version}"
-    else:
-        headers["Azure-AsyncNotification"] = "Enabled"
     return headers
 
 

@@ -105,7 +105,7 @@ class Throttler:
         pol = self._policies[operation]
         pairs: list[tuple[Meter, SimBucket, float]] = []
         for meter in pol.meters:
-            if meter.spec is None:
+            if meter.spec is None or (meter.charged and charge <= 0):
                 continue
             if meter.scope == "res":
                 if resource is None:
@@ -128,7 +128,7 @@ class Throttler:
             if m.shown and (m.spec is None or m.name in left)
         ]
         result = {"x-ms-ratelimit-remaining-resource": ",".join(shown)} if shown else {}
-        if pol.charge:
+        if pol.charge and charge > 0:  # an empty listing charges nothing and says so (recorded)
             result["x-ms-request-charge"] = str(charge)
         if refused is None:
             return result
