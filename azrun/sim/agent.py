@@ -41,11 +41,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import random
-import re
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -57,6 +55,7 @@ import aiohttp
 from yarl import URL
 
 from azrun.sim.agent_blobs import AppendBlob, BlobCreateError, BlobWriter, public_uri
+from azrun.sim.agent_files import EXIT_NO_SOURCE, NO_SOURCE_MESSAGE, machine_dir, safe_name, tail
 from azrun.sim.agent_process import EXIT_BLOB_CREATE, EXIT_DOWNLOAD, AgentFailure, command, spawn
 from azrun.sim.execution import ExecutionRequest, ExecutionStatus
 from azrun.sim.fleetspec import Faults, SimSettings
@@ -65,26 +64,7 @@ from azrun.sim.tokens import Principal
 
 _LOG = logging.getLogger(__name__)
 
-TAIL_BYTES = 4096
-#: Recorded (2023): a PUT without a script is accepted (201) and the handler fails it so.
-EXIT_NO_SOURCE = -202
-NO_SOURCE_MESSAGE = (
-    "failed to get configuration: invalid configuration: Either 'source.script' or 'source.scriptUri' "
-    "has to be specified"
-)
 _SHELL_COMMANDS = {"runshellscript": "linux", "runpowershellscript": "windows"}
-
-
-def tail(path: Path, limit: int = TAIL_BYTES) -> str:
-    """The last ``limit`` bytes of a file, decoded leniently (the cut may split a character)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            return f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 def _now() -> datetime:
@@ -93,19 +73,6 @@ def _now() -> datetime:
 
 def _iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
-
-
-def machine_dir(resource_id: str, display: str) -> str:
-    """A machine's directory name: readable, and unique per resource id (case-insensitively).
-
-    Same-named VMs in other resource groups or subscriptions get directories of their own.
-    """
-    digest = hashlib.sha256(resource_id.lower().encode()).hexdigest()[:12]
-    return f"{_safe(display)}-{digest}"
 
 
 @dataclass
@@ -170,7 +137,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         key = (req.vm_id.lower(), req.run_command.lower())
         previous = self._live.pop(key, None)
-        workdir = self._root / machine_dir(req.vm_id, req.vm_display) / _safe(req.run_command) / str(req.seq)
+        workdir = self._root / machine_dir(req.vm_id, req.vm_display) / safe_name(req.run_command) / str(req.seq)
         status = ExecutionStatus()
         cadence = self.timing.status_cadence
         ex = _Execution(req=req, status=status, workdir=workdir, truth=ExecutionStatus() if cadence else status)
@@ -390,7 +357,7 @@ class Agent:
 
     async def _download(self, uri: str) -> tuple[bytes, str]:
         """Fetch a scriptUri (one try, like the handler's SAS GET)."""
-        name = _safe(public_uri(uri).rstrip("/").rsplit("/", 1)[-1]) or "script.sh"
+        name = safe_name(public_uri(uri).rstrip("/").rsplit("/", 1)[-1]) or "script.sh"
         try:
             async with self._blobs.session().get(URL(uri, encoded=True)) as resp:
                 body = await resp.read()

@@ -13,9 +13,7 @@ from typing import Any
 from azrun.sim.fleetspec import FleetSpec, ResourceGroupSpec, SubscriptionSpec, VmSpec, VmssSpec, stable_uuid
 from azrun.sim.identity import attached_identities, system_principal, user_principal
 from azrun.sim.model import Machine, ResourceEntry
-
-_CREATED = "2024-06-01T08:00:00.0000000+00:00"
-_POWER_DISPLAY = {"running": "VM running", "stopped": "VM stopped", "deallocated": "VM deallocated"}
+from azrun.sim.render_parts import CREATED, image, os_disk, os_profile, power_instance_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,116 +54,6 @@ def identity_block(fleet: FleetSpec, host: VmSpec | VmssSpec) -> dict[str, Any] 
             for u in users
         }
     return block
-
-
-def _os_profile(computer_name: str, os: str, *, scale_set: bool = False) -> dict[str, Any]:
-    """A VM's OS profile; Uniform scale sets' carry no patch settings (recorded)."""
-    profile: dict[str, Any] = {"computerName": computer_name, "adminUsername": "azureuser"}
-    patch = {"patchMode": "ImageDefault" if os != "windows" else "AutomaticByOS", "assessmentMode": "ImageDefault"}
-    if os == "windows":
-        profile["windowsConfiguration"] = {
-            "provisionVMAgent": True,
-            "enableAutomaticUpdates": True,
-            "enableVMAgentPlatformUpdates": False,
-        }
-    else:
-        profile["linuxConfiguration"] = {
-            "disablePasswordAuthentication": True,
-            "ssh": {"publicKeys": []},
-            "provisionVMAgent": True,
-            "enableVMAgentPlatformUpdates": False,
-        }
-    if not scale_set:
-        profile["windowsConfiguration" if os == "windows" else "linuxConfiguration"]["patchSettings"] = patch
-    profile["secrets"] = []
-    profile["allowExtensionOperations"] = True
-    profile["requireGuestProvisionSignal"] = True
-    return profile
-
-
-def _image(os: str) -> dict[str, str]:
-    if os == "windows":
-        return {
-            "publisher": "MicrosoftWindowsServer",
-            "offer": "WindowsServer",
-            "sku": "2022-datacenter-azure-edition",
-            "version": "latest",
-            "exactVersion": "20348.2700.240906",
-        }
-    return {
-        "publisher": "Canonical",
-        "offer": "ubuntu-24_04-lts",
-        "sku": "server",
-        "version": "latest",
-        "exactVersion": "24.04.202409120",
-    }
-
-
-def _os_disk(m: Machine) -> dict[str, Any]:
-    disk = f"{m.name}_OsDisk_1"
-    return {
-        "osType": "Windows" if m.os == "windows" else "Linux",
-        "name": disk,
-        "createOption": "FromImage",
-        "caching": "ReadWrite",
-        "managedDisk": {
-            "storageAccountType": "Premium_LRS",
-            "id": f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}/providers/Microsoft.Compute/disks/{disk}",
-        },
-        **({} if m.uniform else {"deleteOption": "Delete"}),  # recorded: Uniform instances have none
-        "diskSizeGB": 30,
-    }
-
-
-def power_instance_view(m: Machine, computer_name: str) -> dict[str, Any]:
-    """``instanceView`` with the statuses clients read: provisioning and power state."""
-    view: dict[str, Any] = {
-        "computerName": computer_name,
-        "osName": "Windows Server 2022 Datacenter" if m.os == "windows" else "ubuntu",
-        "osVersion": "10.0.20348" if m.os == "windows" else "24.04",
-        "hyperVGeneration": "V2",
-        "disks": [
-            {
-                "name": f"{m.name}_OsDisk_1",
-                "statuses": [
-                    {
-                        "code": "ProvisioningState/succeeded",
-                        "level": "Info",
-                        "displayStatus": "Provisioning succeeded",
-                        "time": _CREATED,
-                    }
-                ],
-            }
-        ],
-        "statuses": [
-            {
-                "code": "ProvisioningState/succeeded",
-                "level": "Info",
-                "displayStatus": "Provisioning succeeded",
-                "time": _CREATED,
-            },
-            {
-                "code": f"PowerState/{m.power}",
-                "level": "Info",
-                "displayStatus": _POWER_DISPLAY.get(m.power, m.power),
-            },
-        ],
-    }
-    if m.power == "running":
-        view["vmAgent"] = {
-            "vmAgentVersion": "2.12.0.2",
-            "statuses": [
-                {
-                    "code": "ProvisioningState/succeeded",
-                    "level": "Info",
-                    "displayStatus": "Ready",
-                    "message": "GuestAgent is running and accepting new configurations.",
-                    "time": _CREATED,
-                }
-            ],
-            "extensionHandlers": [],
-        }
-    return view
 
 
 class Renderer:
@@ -233,8 +121,8 @@ class Renderer:
         props: dict[str, Any] = {
             "vmId": vm.vm_id,
             "hardwareProfile": {"vmSize": vm.size},
-            "storageProfile": {"imageReference": _image(m.os), "osDisk": _os_disk(m), "dataDisks": []},
-            "osProfile": _os_profile(vm.name, m.os),
+            "storageProfile": {"imageReference": image(m.os), "osDisk": os_disk(m), "dataDisks": []},
+            "osProfile": os_profile(vm.name, m.os),
             "networkProfile": {
                 "networkInterfaces": [
                     {
@@ -247,7 +135,7 @@ class Renderer:
                 ]
             },
             "provisioningState": "Succeeded",
-            "timeCreated": _CREATED,
+            "timeCreated": CREATED,
         }
         tags = _tags(vm.tags)
         if vm.vmss:
@@ -280,16 +168,16 @@ class Renderer:
             "orchestrationMode": ss.orchestration,
             "provisioningState": "Succeeded",
             "uniqueId": _uid(ss),
-            "timeCreated": _CREATED,
+            "timeCreated": CREATED,
         }
         if ss.orchestration == "Uniform":
             props["upgradePolicy"] = {"mode": "Manual"}
             props["overprovision"] = False
             props["singlePlacementGroup"] = True
             props["virtualMachineProfile"] = {
-                "osProfile": {**_os_profile(ss.name, ss.os, scale_set=True), "computerNamePrefix": ss.name},
+                "osProfile": {**os_profile(ss.name, ss.os, scale_set=True), "computerNamePrefix": ss.name},
                 "storageProfile": {
-                    "imageReference": _image(ss.os),
+                    "imageReference": image(ss.os),
                     "osDisk": {
                         "osType": "Windows" if ss.os == "windows" else "Linux",
                         "createOption": "FromImage",
@@ -345,8 +233,8 @@ class Renderer:
             "modelDefinitionApplied": "VirtualMachineScaleSet",
             "vmId": _uid(ss, m.instance_id),
             "hardwareProfile": {"vmSize": ss.size},
-            "storageProfile": {"imageReference": _image(m.os), "osDisk": _os_disk(m), "dataDisks": []},
-            "osProfile": _os_profile(computer, m.os, scale_set=True),
+            "storageProfile": {"imageReference": image(m.os), "osDisk": os_disk(m), "dataDisks": []},
+            "osProfile": os_profile(computer, m.os, scale_set=True),
             "networkProfile": {
                 "networkInterfaces": [
                     {
@@ -358,7 +246,7 @@ class Renderer:
                 ]
             },
             "provisioningState": "Succeeded",
-            "timeCreated": _CREATED,
+            "timeCreated": CREATED,
         }
         return body
 
