@@ -132,7 +132,7 @@ def parse_faults(raw: dict[str, Any], base: Faults | None = None) -> Faults:
             raise FleetError(f"unknown [faults] key {key!r}")
         if key == "imds_error_sequence":
             kwargs[key] = tuple(int(v) for v in value)
-        elif key in ("hung_agents", "agents_never_start", "agents_not_ready"):
+        elif key in ("hung_agents", "agents_never_start", "agents_not_ready", "extensions_busy"):
             kwargs[key] = tuple(str(v) for v in value)
         elif key == "deallocate_at":
             kwargs[key] = tuple((str(v["vm"]), float(v["at_s"])) for v in value)

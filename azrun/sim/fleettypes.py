@@ -63,6 +63,7 @@ class Faults:
     arm_reset_rate: float = 0.0  # share of ARM requests whose connection is reset
     arm_latency_ms: float = 0.0  # added to every ARM answer
     arm_conflict_rate: float = 0.0  # share of run-command PUTs answered 409 Conflict
+    extensions_busy: tuple[str, ...] = ()  # machines where another extension operation is in progress (409)
     arm_throttle_rate: float = 0.0  # share of ARM requests answered 429 (a "429 storm")
     imds_error_sequence: tuple[int, ...] = ()  # statuses the next IMDS token requests answer
     imds_latency_ms: float = 20.0  # each IMDS token request takes this long (concurrency is real)

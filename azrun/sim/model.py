@@ -37,6 +37,7 @@ class Machine:
     run_commands: dict[str, RunCommand] = field(default_factory=dict)
     action: Operation | None = None  # the latest legacy ``runCommand`` action (one at a time)
     action_seq: int = 0
+    agent_ready: bool = True  # False under the ``agents_not_ready`` fault
 
     @property
     def action_extension(self) -> str:

@@ -67,7 +67,7 @@ class Renderer:
 
     def machine_json(self, m: Machine, *, instance_view: bool = False) -> bytes:
         """A VM or Uniform instance as encoded JSON, cached per power state (lists splice these)."""
-        key = (m.id, m.power if instance_view else None)
+        key = (m.id, f"{m.power}/{m.agent_ready}" if instance_view else None)
         data = self._bytes.get(key)
         if data is None:
             body = (
@@ -80,7 +80,7 @@ class Renderer:
 
     def status_json(self, m: Machine) -> bytes:
         """A ``statusOnly=true`` stub: status without the model (no tags, OS, identity, scale set)."""
-        key = (m.id, f"status:{m.power}")
+        key = (m.id, f"status:{m.power}/{m.agent_ready}")
         data = self._bytes.get(key)
         if data is None:
             view = power_instance_view(m, "")

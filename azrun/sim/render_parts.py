@@ -107,7 +107,20 @@ def power_instance_view(m: Machine, computer_name: str) -> dict[str, Any]:
             },
         ],
     }
-    if m.power == "running":
+    if m.power == "running" and not m.agent_ready:
+        view["vmAgent"] = {  # what Azure shows for an agent that stopped reporting
+            "vmAgentVersion": "Unknown",
+            "statuses": [
+                {
+                    "code": "ProvisioningState/Unavailable",
+                    "level": "Warning",
+                    "displayStatus": "Not Ready",
+                    "message": "VM status blob is found but not yet populated.",
+                    "time": CREATED,
+                }
+            ],
+        }
+    elif m.power == "running":
         view["vmAgent"] = {
             "vmAgentVersion": "2.12.0.2",
             "statuses": [

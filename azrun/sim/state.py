@@ -76,6 +76,7 @@ class World:
         self._deallocated_faults: set[tuple[str, float]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._index()
+        self._mark_agents()
 
     # ----------------------------------------------------------------- indexes
     def _index(self) -> None:
@@ -206,6 +207,7 @@ class World:
         """Replace the fault settings (admin API); re-seed and re-plan deallocations."""
         self.faults = faults
         self.rng = random.Random(faults.seed)
+        self._mark_agents()
         if self._scheduler is not None:
             self._scheduler.cancel()
             self._scheduler = asyncio.get_running_loop().create_task(self._deallocate_on_schedule())
@@ -225,6 +227,14 @@ class World:
 
     def hung(self, machine: Machine) -> bool:
         return self._named(machine, self.faults.hung_agents)
+
+    def extension_busy(self, machine: Machine) -> bool:
+        """Fault: another extension operation is in progress on the machine (PUTs answer 409)."""
+        return self._named(machine, self.faults.extensions_busy)
+
+    def _mark_agents(self) -> None:
+        for m in self.machines.values():
+            m.agent_ready = not self._named(m, self.faults.agents_not_ready)
 
     def agent_fault(self, machine: Machine) -> str | None:
         """ "not-ready" (nothing starts, DELETE never ends), "never-starts", or None."""

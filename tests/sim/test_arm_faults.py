@@ -151,6 +151,8 @@ def test_agent_not_ready_never_starts_and_its_delete_never_ends(sim: SimProcess,
     assert raw("PUT", path, body=RC_BODY).status_code == 201
     delete = raw("DELETE", path)
     assert delete.status_code == 202
+    view = raw("GET", f"{VM_PREFIX}/vm-web-02", params={"$expand": "instanceView"}).json()
+    assert view["properties"]["instanceView"]["vmAgent"]["statuses"][0]["displayStatus"] == "Not Ready"
     time.sleep(0.8)  # the test fleet's DELETE lasts 0.3 s when an agent answers
     assert raw("GET", delete.headers["Azure-AsyncOperation"], api_version=None).json()["status"] == "InProgress"
     assert raw("GET", path).json()["properties"]["provisioningState"] == "Deleting"
@@ -189,3 +191,12 @@ def _answers(raw: Raw) -> bool:
 def test_admin_rejects_a_bad_outage(sim: SimProcess) -> None:
     with pytest.raises(Exception, match="400"):
         sim.admin_post("outage", {"seconds": 0})
+
+
+def test_extension_busy_answers_the_recorded_conflict(sim: SimProcess, raw: Raw) -> None:
+    sim.admin_post("faults", {"extensions_busy": ["vm-web-01"]})
+    resp = raw("PUT", f"{VM_PREFIX}/vm-web-01/runCommands/busy", body=RC_BODY)
+    assert resp.status_code == 409 and error_of(resp)["code"] == "Conflict"
+    assert "Please wait for completion before invoking a run command." in error_of(resp)["message"]
+    assert raw("PUT", f"{VM_PREFIX}/vm-web-03/runCommands/busy", body=RC_BODY).status_code == 201  # that VM only
+    raw("DELETE", f"{VM_PREFIX}/vm-web-03/runCommands/busy")

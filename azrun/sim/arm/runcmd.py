@@ -239,7 +239,9 @@ async def put_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = _machine(svc, p)
     svc.compute(call, _policy(m, "write"), subscription=m.subscription_id, resource=m.id.lower())
     world = svc.world
-    if world.faults.arm_conflict_rate and world.rng.random() < world.faults.arm_conflict_rate:
+    if world.extension_busy(m) or (
+        world.faults.arm_conflict_rate and world.rng.random() < world.faults.arm_conflict_rate
+    ):
         raise err.conflict_in_progress()
     location, tags, settings = parse_put(call.body)
     _check_location(m, location)
