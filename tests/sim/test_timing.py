@@ -85,3 +85,15 @@ def test_realistic_run_starts_late_and_reports_on_the_agents_cadence(tmp_path: P
         wait_for(lambda: raw("GET", path).status_code == 404, timeout_s=10)
     finally:
         sim.stop()
+
+
+def test_the_profile_is_settable_from_the_launcher_and_the_cli(tmp_path: Path) -> None:
+    from azrun.sim.launcher import SimProcess
+    from azrun.sim.server import _parser
+
+    argv = SimProcess(TEST_FLEET, workdir=tmp_path, profile="realistic").argv()
+    assert argv[argv.index("--profile") + 1] == "realistic"
+    assert "--profile" not in SimProcess(TEST_FLEET, workdir=tmp_path).argv()
+    assert _parser().parse_args(["up", "--profile", "realistic"]).profile == "realistic"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["up", "--profile", "slow"])
