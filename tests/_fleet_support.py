@@ -54,6 +54,7 @@ def fleet_toml(
         '    name = "vm-{i:03d}"',
         f"    count = {vms}",
         "    system_identity = true",
+        '    system_identity_storage_role = "contributor"',  # granted, as it must be in Azure
         '    tags = { env = "prod" }',
     ]
     for name in stopped:

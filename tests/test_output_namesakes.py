@@ -37,6 +37,7 @@ name = "Namesakes"
     [[subscription.resource_group.vm]]
     name = "vm-dup"
     system_identity = true
+    system_identity_storage_role = "contributor"
     tags = {{ role = "dup" }}
 
   [[subscription.resource_group]]

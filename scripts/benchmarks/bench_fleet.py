@@ -82,6 +82,7 @@ name = "bench"
     name = "vm-{{i:04d}}"
     count = {n}
     system_identity = true
+    system_identity_storage_role = "contributor"
     tags = {{ env = "bench" }}
 """
 
