@@ -142,7 +142,7 @@ async def test_timeout_is_timed_out(start_sim: Callable[..., Any], fleet: Any) -
     async with fleet() as f:
         result = await f.run(PROD, RunSpec(script="echo started; sleep 30", timeout_s=2), options=opts())
     for r in result.results:
-        assert r.state is TargetState.TIMED_OUT and r.exit_code == -1
+        assert r.state is TargetState.TIMED_OUT and r.exit_code is None
         assert "timed out after 2s" in r.message and r.stdout_tail == "started"
     assert not result.ok
 

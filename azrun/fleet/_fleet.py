@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from azrun.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS, DEFAULT_TIMEOUT_S
 from azrun.errors import ConfigError, NoTargetsMatched
 from azrun.fleet._cleanup import CleanupReport, cleanup
+from azrun.fleet._delete import delete_run_command
+from azrun.fleet._dispatch import Clock, Dispatcher, SystemClock
 from azrun.fleet._events import EventHub, FleetObserver, NullObserver, Scrubber
 from azrun.fleet._handle import RunHandle
 from azrun.fleet._options import FleetOptions
@@ -89,6 +91,9 @@ class Fleet:
         observer: default observer of every run (a run may pass its own).
         default_subscriptions: scope for selectors that name no subscription.
         api_version: Compute api-version for run commands (default: the SDK's).
+        dispatcher: what run commands go through (default: a
+            :class:`~azrun.runcommand.RunCommandClient` over ``factory``; tests pass a fake).
+        clock: the time the runs read (default: the system's).
     """
 
     def __init__(
@@ -102,6 +107,8 @@ class Fleet:
         default_subscriptions: Sequence[str] = (),
         api_version: str | None = None,
         defaults: RunDefaults | None = None,
+        dispatcher: Dispatcher | None = None,
+        clock: Clock | None = None,
     ) -> None:
         from azrun.clients import ClientFactory
         from azrun.config import OutputChoice
@@ -117,7 +124,8 @@ class Fleet:
         self.observer: FleetObserver = observer or NullObserver()
         self.default_subscriptions = tuple(default_subscriptions)
         self.defaults = defaults or RunDefaults()
-        self.client = RunCommandClient(self.factory, api_version=api_version)
+        self.client: Dispatcher = dispatcher or RunCommandClient(self.factory, api_version=api_version)
+        self.clock: Clock = clock or SystemClock()
 
     @classmethod
     def from_env(
@@ -330,7 +338,7 @@ class Fleet:
         runner = Runner(
             run_id=rid, spec=spec, timeout_s=timeout_s, works=works, ledger=ledger, client=self.client,
             output=self._output_port(rid, hub, scrub, opts), options=opts, observer=hub, scrub=scrub,
-            read_refill_per_s=self._read_refill(), throttle=self.factory.throttle,
+            read_refill_per_s=self._read_refill(), throttle=self.factory.throttle, clock=self.clock,
         )  # fmt: skip
         return RunHandle(runner, ledger, hub)
 
@@ -479,23 +487,21 @@ class Fleet:
         return self.status(rid).result()
 
     async def _cancel_target(self, rid: str, rec: TargetRecord) -> None:
-        from datetime import datetime, timezone
-
-        from azrun.runcommand import classify_error
-
         name = rec.run_command_name or run_command_name(rid)
         counter = Work(target=rec.target, seq=rec.seq, run_command_name=name, requests=rec.arm_requests)
-        try:
-            await self.client.delete(rec.target, name, counter=counter.count)
-        except Exception as exc:
-            failure = classify_error(exc)
-            self.ledger.update_target(rid, rec.target.resource_id, message=f"cancel failed: {failure.describe()}",
+        opts = FleetOptions()
+        done = await delete_run_command(self.client, rec.target, name, sleep=self.clock.sleep, counter=counter.count,
+                                        retries=opts.conflict_retries, backoff_s=opts.conflict_backoff_s,
+                                        wait_s=opts.delete_wait_s)  # fmt: skip
+        if not done.accepted:
+            why = done.failure.describe() if done.failure else "unknown"
+            self.ledger.update_target(rid, rec.target.resource_id, message=f"cancel failed: {why}",
                                       arm_requests=counter.requests)
             return
-        now = datetime.now(timezone.utc)
+        now = self.clock.now()
         self.ledger.update_target(
             rid, rec.target.resource_id, state=TargetState.CANCELED, message="canceled (azrun cancel)",
-            ended_at=now, cleaned_at=now, arm_requests=counter.requests,
+            ended_at=now, cleaned_at=now if done.gone else None, arm_requests=counter.requests, exit_code=None,
         )  # fmt: skip
 
     async def cleanup(

@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from azrun.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS
+from azrun.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS, DEFAULT_START_TIMEOUT_S
 from azrun.errors import ConfigError
 
 __all__ = ["Budget", "FleetOptions", "PollPolicy"]
@@ -84,6 +84,12 @@ class PollPolicy:
     dispatch when nothing is learned) has its machine's power state read (one GET), and again
     every ``power_check_after_s``: a machine stopped or deallocated under a running script never
     reports completion, and should not hold the run until the watchdog.
+
+    The VM agent reports status and output every ``agent_cadence_s`` (15 s on Azure): a target
+    the agent has not started yet is read at most that often (or when the learned start latency
+    says it should have started), and once the cadence is seen in the answers (changes spaced by
+    it, with unchanged reads between) scouts and running targets are not read faster than it.
+    While Azure cannot be reached, a target's reads back off up to ``outage_max_interval_s``.
     """
 
     min_first_s: float = 1.0
@@ -101,6 +107,8 @@ class PollPolicy:
     scout_interval_s: float = 1.0
     scout_window_s: float = 60.0
     power_check_after_s: float = 120.0
+    agent_cadence_s: float = 15.0
+    outage_max_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.backoff < 1 or self.growing_backoff < 1:
@@ -118,8 +126,14 @@ class FleetOptions:
         max_errors: stop dispatching once errors exceed this (``N`` or ``N%``).
         canary: run on this many targets first and continue only if all succeed.
         keep: keep run command resources (default: delete each once its output is read).
-        watchdog_grace_s: a target still Running ``timeout + grace`` after dispatch is cancelled
-            and marked TimedOut; ``None`` = max(60 s, 10 % of the timeout).
+        watchdog_grace_s: a target still Running ``timeout + grace`` after the agent-reported
+            start is cancelled and marked TimedOut; ``None`` = max(60 s, 10 % of the timeout).
+        start_timeout_s: a dispatched target whose script the agent has not started this long
+            after the PUT is cancelled and Undeliverable ("never started"); 0 = no limit.
+        delete_wait_s: how long a cancel waits for a DELETE's lasting operation (the run command
+            is listed as Deleting meanwhile, and still counts toward the machine's 25).
+        contact_limit_s: Azure unreachable this long with nothing left to watch: the run stops
+            and is left ``interrupted`` (resume it once Azure answers again).
         conflict_retries / conflict_backoff_s: 409 Conflict on PUT -> wait ``backoff * 2^n`` and retry.
         output_expiry_s: SAS lifetime of the output blobs (at least the timeout + grace).
         max_tailed: targets whose output is streamed live at once (None: every one, within the
@@ -138,6 +152,9 @@ class FleetOptions:
     output_expiry_s: int = 24 * 3600
     max_tailed: int | None = None
     progress_interval_s: float = 1.0
+    start_timeout_s: float = DEFAULT_START_TIMEOUT_S
+    delete_wait_s: float = 300.0
+    contact_limit_s: float = 600.0
 
     @classmethod
     def make(
@@ -149,8 +166,14 @@ class FleetOptions:
     ) -> FleetOptions:
         if kwargs.get("canary", 0) < 0:
             raise ConfigError("--canary must not be negative")
+        if float(kwargs.get("start_timeout_s", 0) or 0) < 0:
+            raise ConfigError("--start-timeout must not be negative", hint="e.g. 15m; 0 = no limit")
+        concurrency = Budget.parse(max_concurrency, what="--max-concurrency")
+        if concurrency.value == 0:
+            raise ConfigError(f"--max-concurrency {concurrency}: nothing could ever run",
+                              hint="use at least 1 (or a percentage above 0%)")
         return cls(
-            max_concurrency=Budget.parse(max_concurrency, what="--max-concurrency"),
+            max_concurrency=concurrency,
             max_errors=Budget.parse(max_errors, what="--max-errors"),
             **kwargs,
         )
