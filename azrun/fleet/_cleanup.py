@@ -142,6 +142,14 @@ async def _machine_sweep(
         except Exception as exc:
             report.failed.append((target.resource_id, f"listing run commands: {classify_error(exc).describe()}"))
             return
+    async def one(name: str, rid: str, run_id: str) -> None:
+        async with slots:
+            if not await _delete(client, report, target, name, rid):
+                return
+        if ledger.target(run_id, target.resource_id) is not None:
+            ledger.update_target(run_id, target.resource_id, cleaned_at=datetime.now(timezone.utc))
+
+    jobs = []
     for info in found:
         rid = info.id or _rc_id(target, info.name)
         if rid.lower() in done or not is_azrun_run_command(info.name, info.tags):
@@ -163,8 +171,5 @@ async def _machine_sweep(
         if dry_run:
             report.deleted.append(rid)
             continue
-        async with slots:
-            if not await _delete(client, report, target, info.name, rid):
-                continue
-        if ledger.target(run_id, target.resource_id) is not None:
-            ledger.update_target(run_id, target.resource_id, cleaned_at=datetime.now(timezone.utc))
+        jobs.append(one(info.name, rid, run_id))
+    await asyncio.gather(*jobs)

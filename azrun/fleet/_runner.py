@@ -46,8 +46,6 @@ from azrun.runcommand import FailureKind, RunCommandView, build_run_command, cla
 __all__ = ["WATCHDOG_MESSAGE", "Runner"]
 
 _LOG = logging.getLogger(__name__)
-#: A target provably not sent while Azure was unreachable goes back in the queue this often at most.
-_MAX_REQUEUES = 3
 _PROBE_FIRST_S = 5.0
 _PROBE_MAX_S = 60.0
 
@@ -77,8 +75,11 @@ class Runner(Watching):
             queue.extend(w for w in self.works if w.state is TargetState.PENDING)
             if self._opts.canary and queue and self._canary_pending():
                 await self._canary(queue)
-            await self._dispatch_all(queue)
-            await self._drain()
+            while True:
+                await self._dispatch_all(queue)
+                await self._drain(queue)
+                if not queue or self.stop_reason is not None:
+                    break  # (a target provably not sent during an outage is back in the queue)
             if self._cancel:
                 await self._cancel_inflight()
         finally:
@@ -147,11 +148,13 @@ class Runner(Watching):
                 continue
             await self.clock.sleep(1.0)
 
-    async def _drain(self) -> None:
-        """Wait until nothing is in flight (or a cancel/detach asks to stop waiting)."""
+    async def _drain(self, queue: deque[Work]) -> None:
+        """Wait until nothing is in flight, or a target is back in the queue, or a cancel/detach
+        asks to stop waiting."""
         async with self._cond:
             await self._cond.wait_for(
                 lambda: (self._active == 0 and self._finishing == 0) or self._cancel or self._detach
+                or (bool(queue) and self.stop_reason is None)
             )
 
     # -- dispatch -----------------------------------------------------------------------------
@@ -197,9 +200,8 @@ class Runner(Watching):
     def _requeue(self, work: Work, exc: Undeliverable, queue: deque[Work] | None) -> bool:
         """Provably not sent because Azure is unreachable: Pending again, first in the queue."""
         failure = exc.failure
-        if (queue is None or work.put_sent or isinstance(failure, str) or not unreachable(failure)
-                or work.requeues >= _MAX_REQUEUES or work.taken):
-            return False
+        if queue is None or work.put_sent or isinstance(failure, str) or not unreachable(failure) or work.taken:
+            return False  # (bounded by contact_limit_s: with nothing else in flight, the run detaches)
         self._contact.lost(failure)
         work.requeues += 1
         work.state, work.message = TargetState.PENDING, ""
