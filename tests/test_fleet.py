@@ -297,3 +297,27 @@ async def test_5xx_and_resets_lose_nothing_and_run_nothing_twice(start_sim: Call
         result = await f.run(PROD, RunSpec(script="echo once", timeout_s=60), options=opts(max_errors=8))
     assert result.counts() == {"Succeeded": 8}, [r.message for r in result.results]
     assert set(executions_per_machine(sim).values()) == {1}
+
+
+async def test_the_timeout_counts_from_the_agent_reported_start(start_sim: Callable[..., Any], fleet: Any) -> None:
+    """The agent starts scripts 3 s after the PUT; a 2 s timeout (+0.5 s grace) counted from the
+    dispatch would cancel them before they started. Counted from the reported start they finish."""
+    start_sim(vms=2, start_delay_s=3)
+    async with fleet() as f:
+        result = await f.run(PROD, RunSpec(script="sleep 0.5; echo in time", timeout_s=2),
+                             options=opts(watchdog_grace_s=0.5))
+    assert result.ok, [r.message for r in result.results]
+    assert [r.stdout_tail for r in result.results] == ["in time", "in time"]
+
+
+async def test_a_script_never_started_within_the_start_limit_is_undeliverable(
+    start_sim: Callable[..., Any], fleet: Any
+) -> None:
+    sim = start_sim(vms=1, start_delay_s=30)
+    async with fleet() as f:
+        result = await f.run(PROD, RunSpec(script="echo late", timeout_s=60), options=opts(start_timeout_s=1.5))
+    r = result.results[0]
+    assert r.state is TargetState.UNDELIVERABLE and r.exit_code is None
+    assert "never picked the script up within 1.5s" in r.message
+    assert [x["status"] for x in run_command_ops(sim) if x["method"] == "DELETE"][0] < 300
+    assert executions(sim) == [] or all(e.get("killed") for e in executions(sim))
