@@ -319,5 +319,5 @@ async def test_a_script_never_started_within_the_start_limit_is_undeliverable(
     r = result.results[0]
     assert r.state is TargetState.UNDELIVERABLE and r.exit_code is None
     assert "never picked the script up within 1.5s" in r.message
-    assert [x["status"] for x in run_command_ops(sim) if x["method"] == "DELETE"][0] < 300
+    assert next(x["status"] for x in run_command_ops(sim) if x["method"] == "DELETE") < 300
     assert executions(sim) == [] or all(e.get("killed") for e in executions(sim))

@@ -2,7 +2,8 @@
 
 * :class:`Fleet` (``_fleet``): the library surface: ``run`` / ``start`` / ``resume`` / ``rerun`` /
   ``cancel`` / ``cleanup`` / ``status``; :class:`RunHandle` controls a run in progress.
-* :class:`FleetOptions`, :class:`Budget`, :class:`PollPolicy` (``_options``): the knobs.
+* :class:`FleetOptions`, :class:`Budget`, :class:`PollPolicy` (``_options``): the knobs;
+  :class:`WavePlan` (``_waves``): rollout waves, soak and per-wave error budgets.
 * :class:`Runner` (``_runner``): one run's state machine (dispatch, budgets, canary, watchdog);
   :class:`Work` (``_work``) is a target's live record; ``_deliver`` sends one PUT.
 * :class:`PollScheduler` (``_poll``): completion polling on a schedule within the read budget.
@@ -40,6 +41,7 @@ from azrun.fleet._poll import DurationStats, PollScheduler, first_delay, next_de
 from azrun.fleet._runner import WATCHDOG_MESSAGE, Runner
 from azrun.fleet._spec import check_same_spec, respec
 from azrun.fleet._steps import DeleteResult, Reading, delete_run_command, deliver, read_run_command
+from azrun.fleet._waves import WavePlan
 from azrun.fleet._work import OutcomeUnknown, Undeliverable, Work
 
 __all__ = [
@@ -77,6 +79,7 @@ __all__ = [
     "TargetFinished",
     "TargetRunning",
     "Undeliverable",
+    "WavePlan",
     "Work",
     "check_same_spec",
     "cleanup",

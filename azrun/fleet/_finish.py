@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,24 @@ class RunCore:
         self._first_dispatch: float | None = None
         self._scouts_left = options.poll.scouts
         self._replan_at = max(1, options.poll.learn_after)
+        # rollout waves (None: one wave) and per-target retries
+        self._plan = options.plan()
+        live = [w for w in self.works if not (w.state is TargetState.SKIPPED and w.dispatched_at is None)]
+        if self._plan is not None and all(w.wave == 0 for w in self.works):
+            live.sort(key=lambda w: w.seq)  # waves not recorded (a library caller's works): assign them now
+            for w, wave in zip(live, self._plan.assign([w.target for w in live]), strict=True):
+                w.wave = wave
+        self._wave_sizes: dict[int, int] = {}
+        for w in live:
+            self._wave_sizes[w.wave] = self._wave_sizes.get(w.wave, 0) + 1
+        self._wave_errors: dict[int, int] = {}
+        for w in self.works:
+            if w.state.counts_as_error:
+                self._wave_errors[w.wave] = self._wave_errors.get(w.wave, 0) + 1
+        self._wave = 0
+        self._soak_until: float | None = None
+        self._retrying = 0  # targets waiting out the backoff before their next attempt
+        self._queue: deque[Work] = deque()  # the wave being dispatched (retries go back into it)
 
     # -- control shared by every path ---------------------------------------------------------------
     def stop_dispatch(self, reason: str) -> None:
@@ -142,24 +161,65 @@ class RunCore:
         work.taken = True
         return True
 
-    async def _cancel_one(self, work: Work, state: TargetState, message: str, *, wait_gone: bool = True) -> None:
+    async def _cancel_one(
+        self, work: Work, state: TargetState, message: str, *, wait_gone: bool = True, delivery: bool = False
+    ) -> None:
         """DELETE the run command (kills the script), wait for a lasting delete, record ``state``
         (no exit code: the script was stopped before it could report one)."""
         if not self._take(work):
             return
         deleted = await self._delete(work, wait_s=self._opts.delete_wait_s if wait_gone else 0.0)
         note = "" if deleted else " (the run command could not be deleted; run 'azrun cancel' again)"
+        if deleted and self._retry(work, state, message, delivery=delivery):
+            return
         await self._record(work, state, None, message + note, work.last_view, cleaned=deleted)
 
     async def _finish(
         self, work: Work, state: TargetState, exit_code: int | None, message: str,
-        view: RunCommandView | None, *, deleted: bool = False,
+        view: RunCommandView | None, *, deleted: bool = False, delivery: bool = False,
     ) -> None:
+        """Record ``state``; ``delivery``: the script never ran (a retry may send it again)."""
         if not self._take(work):
             return
-        await self._record(work, state, exit_code, message, view, cleaned=deleted)
-        if not deleted and work.put_sent and not self._opts.keep:
-            self._spawn(self._cleanup(work), "cleanup")
+        name, must_delete = work.run_command_name, not deleted and work.put_sent and not self._opts.keep
+        if not self._retry(work, state, message, delivery=delivery):
+            await self._record(work, state, exit_code, message, view, cleaned=deleted)
+        if must_delete:
+            self._spawn(self._cleanup(work, name), "cleanup")
+
+    # -- retries ---------------------------------------------------------------------------------
+    def _retry(self, work: Work, state: TargetState, message: str, *, delivery: bool) -> bool:
+        """Another attempt for ``work`` (a new run command, after a backoff)? Delivery failures
+        are retried with ``retries``; a script that ran and failed only with ``retry_failed_scripts``."""
+        ran = state in (TargetState.FAILED, TargetState.TIMED_OUT) and not delivery
+        if not (delivery or (ran and self._opts.retry_failed_scripts)):
+            return False
+        if work.attempt > self._opts.retries or self._cancel or self._detach or self.stop_reason is not None:
+            return False
+        from azrun.runcommand import run_command_name
+
+        attempt = work.attempt + 1
+        note = self._scrub(f"attempt {work.attempt} {state.value}: {message}; retrying (attempt {attempt})")
+        if work.state in ACTIVE:
+            self._active -= 1
+        work.reset_for_attempt(attempt, f"{run_command_name(self.run_id)}-{attempt}", note)
+        self._ledger.update_target(
+            self.run_id, work.target.resource_id, state=TargetState.PENDING, message=note, attempt=attempt,
+            run_command_name=work.run_command_name, run_command_id=None, dispatched_at=None, started_at=None,
+            arm_requests=work.requests,
+        )  # fmt: skip
+        self._observer.on_target(work.result())
+        self._retrying += 1
+        self._spawn(self._requeue_after(work, self._opts.retry_backoff_s * 2 ** (attempt - 2)), "misc")
+        return True
+
+    async def _requeue_after(self, work: Work, delay_s: float) -> None:
+        try:
+            await self.clock.sleep(delay_s)
+            self._queue.append(work)
+        finally:
+            self._retrying -= 1
+            await self._notify()
 
     async def _record(
         self, work: Work, state: TargetState, exit_code: int | None, message: str,
@@ -173,6 +233,7 @@ class RunCore:
         work.started_at = (view.start_time if view else None) or work.started_at
         if state.counts_as_error:
             self._errors += 1
+            self._wave_errors[work.wave] = self._wave_errors.get(work.wave, 0) + 1
         if view is not None and view.end_time and work.sent_at and state is not TargetState.CANCELED:
             # the instance view's times have whole seconds (truncated): +0.5 s on average, never < 0
             self._stats.add(max(0.0, (view.end_time - work.sent_at).total_seconds() + 0.5))
@@ -217,9 +278,14 @@ class RunCore:
         )  # fmt: skip
         return result.accepted and result.gone
 
-    async def _cleanup(self, work: Work) -> None:
-        """Delete a finished target's run command so the VM stays under the 25 cap."""
-        if await self._delete(work):
+    async def _cleanup(self, work: Work, name: str) -> None:
+        """Delete a finished target's run command (``name``: this attempt's) so the VM stays under
+        the 25 cap; the ledger's mark only once the target's latest attempt is the one deleted."""
+        result = await delete_run_command(
+            self._client, work.target, name, sleep=self.clock.sleep, counter=work.count,
+            retries=self._opts.conflict_retries, backoff_s=self._opts.conflict_backoff_s, slots=self._delete_slots,
+        )  # fmt: skip
+        if result.accepted and name == work.run_command_name and work.state.terminal:
             work.cleaned = True
             self._ledger.update_target(self.run_id, work.target.resource_id, cleaned_at=self.clock.now(),
                                        arm_requests=work.requests)

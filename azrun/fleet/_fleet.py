@@ -291,14 +291,18 @@ class Fleet:
         name = run_command_name(rid)
         holder = LeaseHolder.this_process()
         ledger = self.ledger
+        plan = opts.plan()
+        waves = plan.assign(chosen) if plan is not None else [0] * len(chosen)
         await asyncio.to_thread(
-            ledger.create_run, rid, spec=spec, targets=chosen, skipped=skipped, selector=selector,
+            ledger.create_run, rid, spec=spec, targets=chosen, skipped=skipped, selector=selector, waves=waves,
             options={"fleet": opts.to_dict(), "run_command_name": name,
                      "password": bool(spec.run_as_password), **dict(record or {}),
                      **secret_fingerprints(spec)},
             holder=holder,
         )  # fmt: skip
         works = works_for(chosen, name)
+        for work, wave in zip(works, waves, strict=True):
+            work.wave = wave
         works += [Work(target=s.target, seq=len(works) + i, run_command_name=name, state=TargetState.SKIPPED,
                        message=s.reason) for i, s in enumerate(skipped)]
         return self._launch(rid, spec, spec.timeout_s, works, opts, observer, holder)
@@ -421,7 +425,7 @@ class Fleet:
             dispatched_at=rec.dispatched_at, started_at=rec.started_at, ended_at=rec.ended_at,
             output=rec.to_result().output, stdout_tail=rec.stdout_tail, stderr_tail=rec.stderr_tail,
             requests=rec.arm_requests, put_sent=rec.state in _SENT and rec.run_command_name is not None,
-            cleaned=rec.cleaned_at is not None,
+            cleaned=rec.cleaned_at is not None, attempt=rec.attempt, wave=rec.wave,
         )  # fmt: skip
 
     async def resume(

@@ -12,10 +12,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azrun.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS, DEFAULT_START_TIMEOUT_S
 from azrun.errors import ConfigError
+
+if TYPE_CHECKING:
+    from azrun.fleet._waves import WavePlan
 
 __all__ = ["Budget", "FleetOptions", "PollPolicy"]
 
@@ -134,6 +137,12 @@ class FleetOptions:
             is listed as Deleting meanwhile, and still counts toward the machine's 25).
         contact_limit_s: Azure unreachable this long with nothing left to watch: the run stops
             and is left ``interrupted`` (resume it once Azure answers again).
+        waves: the rollout plan (:class:`~azrun.fleet.WavePlan`); ``canary`` is the plan
+            ``N,100%`` with no error allowed in the first wave (give one or the other).
+        retries: per-target retries of delivery failures (the agent never started the script,
+            409 Conflict with another extension operation, 5xx, unreachable): a new run command
+            per attempt, ``retry_backoff_s x 2^n`` apart. A script that ran and failed (or timed
+            out) is retried only with ``retry_failed_scripts``.
         conflict_retries / conflict_backoff_s: 409 Conflict on PUT -> wait ``backoff * 2^n`` and retry.
         output_expiry_s: SAS lifetime of the output blobs (at least the timeout + grace).
         max_tailed: targets whose output is streamed live at once (None: every one, within the
@@ -155,6 +164,10 @@ class FleetOptions:
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     delete_wait_s: float = 300.0
     contact_limit_s: float = 600.0
+    waves: WavePlan | None = None
+    retries: int = 0
+    retry_failed_scripts: bool = False
+    retry_backoff_s: float = 15.0
 
     @classmethod
     def make(
@@ -166,6 +179,11 @@ class FleetOptions:
     ) -> FleetOptions:
         if kwargs.get("canary", 0) < 0:
             raise ConfigError("--canary must not be negative")
+        if kwargs.get("canary") and kwargs.get("waves") is not None:
+            raise ConfigError("--canary and --waves together: the canary is the first wave",
+                              hint="e.g. --waves 1,10%,100% --wave-max-errors 0")
+        if int(kwargs.get("retries", 0) or 0) < 0:
+            raise ConfigError("--retries must not be negative", hint="e.g. --retries 2")
         if float(kwargs.get("start_timeout_s", 0) or 0) < 0:
             raise ConfigError("--start-timeout must not be negative", hint="e.g. 15m; 0 = no limit")
         concurrency = Budget.parse(max_concurrency, what="--max-concurrency")
@@ -187,6 +205,7 @@ class FleetOptions:
         data = asdict(self)
         data["max_concurrency"] = str(self.max_concurrency)
         data["max_errors"] = str(self.max_errors)
+        data["waves"] = None if self.waves is None else self.waves.to_dict()
         return data
 
     @classmethod
@@ -198,4 +217,18 @@ class FleetOptions:
             values["poll"] = PollPolicy(**{k: v for k, v in values["poll"].items() if k in poll_known})
         values["max_concurrency"] = Budget.parse(values.get("max_concurrency", DEFAULT_MAX_CONCURRENCY))
         values["max_errors"] = Budget.parse(values.get("max_errors", DEFAULT_MAX_ERRORS))
+        if isinstance(values.get("waves"), dict):
+            from azrun.fleet._waves import WavePlan
+
+            values["waves"] = WavePlan.from_dict(values["waves"])
         return cls(**values)
+
+    def plan(self) -> WavePlan | None:
+        """The rollout plan in effect: ``waves``, or the canary's, or None (one wave)."""
+        if self.waves is not None:
+            return self.waves
+        if self.canary:
+            from azrun.fleet._waves import WavePlan
+
+            return WavePlan.for_canary(self.canary)
+        return None

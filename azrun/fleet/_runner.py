@@ -22,8 +22,9 @@ Invariants:
   the queue and dispatch waits for contact (probing with one PUT at a time); reads back off
   (:mod:`._watch`). Contact lost with nothing left to watch ends the run ``interrupted``.
 
-The module layout: :mod:`._finish` (state, finishing, deleting), :mod:`._watch` (polls and the
-watchdog), this module (dispatch, resume, control, progress and shutdown).
+The module layout, one class each, each built on the one before: :mod:`._finish` (state,
+finishing, retries, deleting), :mod:`._watch` (polls and the watchdog), :mod:`._rollout` (waves,
+soak, per-wave budgets), this module (dispatch, resume, control, progress and shutdown).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from azrun.fleet._deadline import WATCHDOG_MESSAGE
 from azrun.fleet._deliver import deliver
 from azrun.fleet._events import ProgressSnapshot
 from azrun.fleet._finish import ACTIVE
-from azrun.fleet._watch import Watching
+from azrun.fleet._rollout import Rollout
 from azrun.fleet._work import OutcomeUnknown, Undeliverable, Work
 from azrun.models import FleetResult, TargetState
 from azrun.runcommand import FailureKind, RunCommandView, build_run_command, classify_error
@@ -50,11 +51,20 @@ _PROBE_FIRST_S = 5.0
 _PROBE_MAX_S = 60.0
 
 
+def _transient(exc: Undeliverable) -> bool:
+    """A delivery failure worth another attempt (``--retries``): conflict with another extension
+    operation, throttling, 5xx, nothing sent or confirmed absent."""
+    failure = exc.failure
+    if isinstance(failure, str):
+        return False
+    return failure.kind in (FailureKind.CONFLICT, FailureKind.THROTTLED) or unreachable(failure)
+
+
 def _first(*values: float | None) -> float:
     return next(v for v in values if v is not None)
 
 
-class Runner(Watching):
+class Runner(Rollout):
     """Drives one run. Build it with the works (from a new run or from the ledger on resume).
 
     Control (call from the event loop; the CLI's signal handlers do): :meth:`stop_dispatch`,
@@ -69,17 +79,12 @@ class Runner(Watching):
     async def execute(self) -> FleetResult:
         """Run to completion (or until cancelled/detached); returns every target's result."""
         progress = asyncio.get_running_loop().create_task(self._progress_loop())
-        queue: deque[Work] = deque()
         try:
             await self._attach_existing()
-            queue.extend(w for w in self.works if w.state is TargetState.PENDING)
-            if self._opts.canary and queue and self._canary_pending():
-                await self._canary(queue)
-            while True:
-                await self._dispatch_all(queue)
-                await self._drain(queue)
-                if not queue or self.stop_reason is not None:
-                    break  # (a target provably not sent during an outage is back in the queue)
+            if self._plan is None:
+                await self._wave_run(deque(w for w in self.works if w.state is TargetState.PENDING))
+            else:
+                await self._rollout()
             if self._cancel:
                 await self._cancel_inflight()
         finally:
@@ -90,27 +95,16 @@ class Runner(Watching):
     def result(self) -> FleetResult:
         return FleetResult(self.run_id, tuple(w.result() for w in self.works), self._contact.notes())
 
-    def _canary_pending(self) -> bool:
-        """On resume, the canary phase is over once any canary target left Pending."""
-        head = sorted(self.works, key=lambda w: w.seq)[: self._opts.canary]
-        return all(w.state is TargetState.PENDING for w in head)
+    async def _wave_run(self, queue: deque[Work]) -> None:
+        """Dispatch ``queue`` and wait for it (and its retries) to finish."""
+        self._queue = queue
+        while True:
+            await self._dispatch_all(queue)
+            await self._drain(queue)
+            if (not queue and not self._retrying) or self.stop_reason is not None:
+                break  # (a target provably not sent during an outage, or retried, is back in the queue)
 
-    async def _canary(self, pending: deque[Work]) -> None:
-        group = [pending.popleft() for _ in range(min(self._opts.canary, len(pending)))]
-        await self._dispatch_all(deque(group), limit=len(group), requeue=pending)
-        async with self._cond:
-            await self._cond.wait_for(
-                lambda: all(w.done.is_set() or w.state is TargetState.PENDING for w in group)
-                or self._cancel or self._detach
-            )
-        bad = [w for w in group if w.state.terminal and w.state is not TargetState.SUCCEEDED]
-        if bad and self.stop_reason is None:
-            first = bad[0]
-            self.stop_dispatch(f"canary failed ({first.target.name}: {first.state.value})")
-
-    async def _dispatch_all(
-        self, queue: deque[Work], *, limit: int | None = None, requeue: deque[Work] | None = None
-    ) -> None:
+    async def _dispatch_all(self, queue: deque[Work], *, limit: int | None = None) -> None:
         cap = min(limit or self._limit, self._limit)
         while queue:
             await self._wait_slot(cap)
@@ -119,9 +113,13 @@ class Runner(Watching):
             if self._errors > self._max_errors:
                 self.stop_dispatch(f"error budget exceeded ({self._errors} errors > max {self._max_errors})")
                 return
+            reason = self._wave_over_budget(self._wave)
+            if reason is not None:
+                self.stop_dispatch(reason)
+                return
             work = queue.popleft()
             if self._claim(work):
-                work.task = self._spawn(self._dispatch(work, queue if requeue is None else requeue), "dispatch")
+                work.task = self._spawn(self._dispatch(work, queue), "dispatch")
 
     async def _wait_slot(self, cap: int) -> None:
         """Until a slot is free and Azure answers (or dispatch stops). With contact lost and
@@ -153,8 +151,8 @@ class Runner(Watching):
         asks to stop waiting."""
         async with self._cond:
             await self._cond.wait_for(
-                lambda: (self._active == 0 and self._finishing == 0) or self._cancel or self._detach
-                or (bool(queue) and self.stop_reason is None)
+                lambda: (self._active == 0 and self._finishing == 0 and not self._retrying) or self._cancel
+                or self._detach or (bool(queue) and self.stop_reason is None)
             )
 
     # -- dispatch -----------------------------------------------------------------------------
@@ -188,7 +186,8 @@ class Runner(Watching):
         except Undeliverable as exc:
             if self._requeue(work, exc, queue):
                 return
-            await self._finish(work, TargetState.UNDELIVERABLE, None, self._scrub(str(exc)), None)
+            await self._finish(work, TargetState.UNDELIVERABLE, None, self._scrub(str(exc)), None,
+                               delivery=_transient(exc))
             return
         except Exception as exc:  # a bug or an unexpected error must not lose the target
             _LOG.exception("dispatch of %s failed", work.target.name)
@@ -200,8 +199,11 @@ class Runner(Watching):
     def _requeue(self, work: Work, exc: Undeliverable, queue: deque[Work] | None) -> bool:
         """Provably not sent because Azure is unreachable: Pending again, first in the queue."""
         failure = exc.failure
-        if queue is None or work.put_sent or isinstance(failure, str) or not unreachable(failure) or work.taken:
-            return False  # (bounded by contact_limit_s: with nothing else in flight, the run detaches)
+        if queue is None or work.put_sent or isinstance(failure, str) or work.taken:
+            return False
+        if failure.kind is not FailureKind.NOT_SENT:
+            return False  # Azure answered (a 5xx, confirmed absent): an attempt that failed, not an outage
+        # (bounded by contact_limit_s: with nothing else in flight, the run detaches)
         self._contact.lost(failure)
         work.requeues += 1
         work.state, work.message = TargetState.PENDING, ""
@@ -284,7 +286,7 @@ class Runner(Watching):
                 self._arm_deadline(work)
                 redo.append(work)
             elif work.state.terminal and work.put_sent and not work.cleaned and not self._opts.keep:
-                self._spawn(self._cleanup(work), "cleanup")  # finished before the crash, not deleted yet
+                self._spawn(self._cleanup(work, work.run_command_name), "cleanup")  # finished before the crash, not deleted yet
         await asyncio.gather(*(self._reattach(w) for w in redo))
 
     def _arm_deadline(self, work: Work) -> None:
@@ -339,7 +341,7 @@ class Runner(Watching):
         if view is None:
             await self._finish(work, TargetState.UNDELIVERABLE, None,
                                "the PUT was not applied: Azure failed to answer it, and a read back found no run "
-                               "command (never sent)", None, deleted=True)  # fmt: skip
+                               "command (never sent)", None, deleted=True, delivery=True)  # fmt: skip
             return
         await self._running(work, view)
 
@@ -377,6 +379,9 @@ class Runner(Watching):
             polls_queued=sum(len(s) for s in self._schedulers.values()),
             arm_requests=sum(w.requests for w in self.works), throttled_429=sum(w.throttled for w in self.works),
             throttle=metrics, slowest=tuple(running), stopped_reason=self.stop_reason,
+            wave=self._wave if self._plan is not None else None, waves=self.wave_count,
+            soak_left_s=None if self._soak_until is None else max(0.0, self._soak_until - now),
+            retrying=self._retrying,
         )  # fmt: skip
 
     async def _shutdown(self) -> None:

@@ -52,7 +52,8 @@ class Watching(RunCore):
 
     async def _watchdog(self, work: Work) -> None:
         if work.start_mono is None:
-            await self._cancel_one(work, TargetState.UNDELIVERABLE, never_started_message(self._opts.start_timeout_s))
+            await self._cancel_one(work, TargetState.UNDELIVERABLE, never_started_message(self._opts.start_timeout_s),
+                                   delivery=True)
         else:
             await self._cancel_one(work, TargetState.TIMED_OUT, WATCHDOG_MESSAGE)
 

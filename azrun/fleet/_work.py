@@ -75,6 +75,18 @@ class Work:
     wave: int = 0  # the rollout wave the target belongs to
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def reset_for_attempt(self, attempt: int, run_command_name: str, message: str) -> None:
+        """Pending again for delivery attempt ``attempt`` under a new run command name (a re-PUT
+        of the same name may not run the script again)."""
+        self.attempt, self.run_command_name, self.message = attempt, run_command_name, message
+        self.state, self.taken, self.exit_code = TargetState.PENDING, False, None
+        self.put_sent = self.put_attempted = self.unconfirmed = self.parked = self.scout = False
+        self.run_command_id = self.last_view = self.fingerprint = self.last_change = None
+        self.dispatched_mono = self.dispatched_at = self.sent_mono = self.sent_at = None
+        self.started_at = self.start_mono = self.deadline = self.power_checked = None
+        self.polls = self.poll_errors = self.unchanged_polls = 0
+        self.interval = 0.0
+
     def count(self, status: int) -> None:
         """Per-attempt hook of every ARM request for this target (retries included)."""
         self.requests += 1

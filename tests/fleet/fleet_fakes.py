@@ -430,9 +430,14 @@ class Harness:
 
     def create(self, targets: list[Target], spec: RunSpec, opts: FleetOptions, run_id: str = "r-test") -> list[Work]:
         name = run_command_name(run_id)
-        self.ledger.create_run(run_id, spec=spec, targets=targets, options={"fleet": opts.to_dict(),
-                                                                           "run_command_name": name})
-        return works_for(targets, name)
+        plan = opts.plan()
+        waves = plan.assign(targets) if plan is not None else None  # as Fleet.start records them
+        self.ledger.create_run(run_id, spec=spec, targets=targets, waves=waves,
+                               options={"fleet": opts.to_dict(), "run_command_name": name})
+        works = works_for(targets, name)
+        for work, wave in zip(works, waves or [0] * len(works), strict=True):
+            work.wave = wave
+        return works
 
     def runner(self, works: list[Work], spec: RunSpec | None, opts: FleetOptions, run_id: str = "r-test") -> Runner:
         return Runner(
