@@ -228,6 +228,8 @@ class RunCore:
         was_active = work.state in ACTIVE
         if state in _NO_EXIT_CODE:
             exit_code = None
+        if work.attempt > 1 and "(attempt " not in message:
+            message = f"{message} (attempt {work.attempt})"
         work.state, work.exit_code, work.message = state, exit_code, self._scrub(message)
         work.ended_at = (view.end_time if view and view.end_time else None) or self.clock.now()
         work.started_at = (view.start_time if view else None) or work.started_at

@@ -167,7 +167,7 @@ class FleetOptions:
     waves: WavePlan | None = None
     retries: int = 0
     retry_failed_scripts: bool = False
-    retry_backoff_s: float = 15.0
+    retry_backoff_s: float = 5.0
 
     @classmethod
     def make(

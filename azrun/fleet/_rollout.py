@@ -31,6 +31,7 @@ class Rollout(Watching):
                 continue
             untouched = all(w.state is TargetState.PENDING for w in members)
             if i > 0 and untouched and self._plan.soak_s > 0:
+                self._wave = i - 1
                 await self._soak([w for w in self.works if w.wave == i - 1])
             if self.stop_reason is not None:
                 return
