@@ -31,6 +31,7 @@ from azrun.fleet._options import FleetOptions
 from azrun.fleet._output import InstanceViewOutput, OutputPort, StoreOutput
 from azrun.fleet._runner import Runner
 from azrun.fleet._spec import check_same_spec
+from azrun.fleet._waves import WavePlan
 from azrun.fleet._work import Work, works_for
 from azrun.ledger import LeaseHolder
 from azrun.models import FleetResult, RunId, RunSpec, SkippedTarget, Target, TargetState
@@ -262,6 +263,8 @@ class Fleet:
         max_errors: str | int | None = None,
         canary: int | None = None,
         keep: bool | None = None,
+        waves: WavePlan | str | None = None,
+        retries: int | None = None,
         observer: FleetObserver | None = None,
         run_id: str | None = None,
         record: Mapping[str, Any] | None = None,
@@ -272,8 +275,10 @@ class Fleet:
             targets: a selector (resolved here), a resolved selection, or targets.
             spec: what to run; a plain string is an inline script with the fleet's default timeout.
             options: every knob at once; or give ``max_concurrency`` (``N`` / ``N%``),
-                ``max_errors``, ``canary`` and ``keep`` (the rest of :class:`FleetOptions` keeps
-                its defaults; unset ones take the fleet's defaults, from the settings).
+                ``max_errors``, ``canary``, ``keep``, ``waves`` (a :class:`WavePlan`, e.g.
+                ``WavePlan.parse("1,10%,100%", soak_s=600, max_errors="1")``, or its text) and
+                ``retries`` (the rest of :class:`FleetOptions` keeps its defaults; unset ones take
+                the fleet's defaults, from the settings).
             observer: this run's observer (default: the fleet's).
             record: stored with the run's options (the CLI keeps the script's path there).
 
@@ -284,7 +289,8 @@ class Fleet:
         if isinstance(spec, str):
             spec = RunSpec(script=spec, script_name="inline", timeout_s=self.defaults.timeout_s)
         check_request_size(spec)  # a body Azure would refuse is refused here, before any dispatch
-        opts = self._options(options, max_concurrency, max_errors, canary, keep)
+        wave_plan = WavePlan.parse(waves) if isinstance(waves, str) else waves
+        opts = self._options(options, max_concurrency, max_errors, canary, keep, wave_plan, retries)
         chosen, skipped, selector = await self._targets(targets)
         await self.aopen()
         rid = RunId(run_id or new_run_id())
@@ -292,16 +298,16 @@ class Fleet:
         holder = LeaseHolder.this_process()
         ledger = self.ledger
         plan = opts.plan()
-        waves = plan.assign(chosen) if plan is not None else [0] * len(chosen)
+        assigned = plan.assign(chosen) if plan is not None else [0] * len(chosen)
         await asyncio.to_thread(
-            ledger.create_run, rid, spec=spec, targets=chosen, skipped=skipped, selector=selector, waves=waves,
+            ledger.create_run, rid, spec=spec, targets=chosen, skipped=skipped, selector=selector, waves=assigned,
             options={"fleet": opts.to_dict(), "run_command_name": name,
                      "password": bool(spec.run_as_password), **dict(record or {}),
                      **secret_fingerprints(spec)},
             holder=holder,
         )  # fmt: skip
         works = works_for(chosen, name)
-        for work, wave in zip(works, waves, strict=True):
+        for work, wave in zip(works, assigned, strict=True):
             work.wave = wave
         works += [Work(target=s.target, seq=len(works) + i, run_command_name=name, state=TargetState.SKIPPED,
                        message=s.reason) for i, s in enumerate(skipped)]
@@ -309,11 +315,12 @@ class Fleet:
 
     def _options(
         self, options: FleetOptions | None, max_concurrency: str | int | None, max_errors: str | int | None,
-        canary: int | None, keep: bool | None,
+        canary: int | None, keep: bool | None, waves: WavePlan | None = None, retries: int | None = None,
     ) -> FleetOptions:
         from azrun.config import parse_budget
 
-        given = {k: v for k, v in (("canary", canary), ("keep", keep)) if v is not None}
+        pairs = (("canary", canary), ("keep", keep), ("waves", waves), ("retries", retries))
+        given = {k: v for k, v in pairs if v is not None}
         if options is None:
             options = FleetOptions.make(
                 max_concurrency=parse_budget(
@@ -324,7 +331,7 @@ class Fleet:
                 **given,
             )  # fmt: skip
         elif max_concurrency is not None or max_errors is not None or given:
-            raise ConfigError("give either options= or max_concurrency/max_errors/canary/keep, not both",
+            raise ConfigError("give either options= or max_concurrency/max_errors/canary/keep/waves/retries, not both",
                               hint="put them in the FleetOptions")
         if options.max_concurrency.value == 0:
             raise ConfigError("max_concurrency 0: nothing could ever run", hint="use at least 1 (or a percentage above 0%)")
@@ -370,6 +377,8 @@ class Fleet:
         max_errors: str | int | None = None,
         canary: int | None = None,
         keep: bool | None = None,
+        waves: WavePlan | str | None = None,
+        retries: int | None = None,
         observer: FleetObserver | None = None,
         run_id: str | None = None,
         record: Mapping[str, Any] | None = None,
@@ -377,7 +386,7 @@ class Fleet:
         """Run ``spec`` on ``targets`` and wait: :meth:`start` (same arguments) + :meth:`RunHandle.wait`."""
         handle = await self.start(
             targets, spec, options=options, max_concurrency=max_concurrency, max_errors=max_errors, canary=canary,
-            keep=keep, observer=observer, run_id=run_id, record=record,
+            keep=keep, waves=waves, retries=retries, observer=observer, run_id=run_id, record=record,
         )  # fmt: skip
         return await handle.wait()
 

@@ -52,6 +52,10 @@ class _JumpSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
             return events  # type: ignore[no-any-return]
         if self.loop.executor_jobs or timeout is None:
             return super().select(0.01 if timeout is None else min(timeout, 0.01))  # type: ignore[no-any-return]
+        if self.loop.settle_s:  # give other threads (a RunLedger's writer) a moment to answer first
+            events = super().select(self.loop.settle_s)
+            if events:
+                return events  # type: ignore[no-any-return]
         self.loop.advance(timeout)
         return []
 
@@ -59,12 +63,13 @@ class _JumpSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
 class VirtualLoop(asyncio.SelectorEventLoop):
     """An event loop on virtual time (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, settle_s: float = 0.0) -> None:
         selector = _JumpSelector()
         super().__init__(selector)
         selector.loop = self
         self._now = 0.0
         self.executor_jobs = 0
+        self.settle_s = settle_s
 
     def time(self) -> float:
         return self._now
@@ -79,9 +84,10 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         return future
 
 
-def vrun(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run ``main()`` on a fresh virtual-time loop."""
-    loop = VirtualLoop()
+def vrun(main: Callable[[], Coroutine[Any, Any, T]], *, settle_s: float = 0.0) -> T:
+    """Run ``main()`` on a fresh virtual-time loop (``settle_s``: real seconds other threads get
+    to answer before the clock jumps; for code that waits on a thread, like ``Fleet``'s ledger)."""
+    loop = VirtualLoop(settle_s=settle_s)
     try:
         return loop.run_until_complete(main())
     finally:

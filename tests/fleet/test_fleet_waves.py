@@ -142,3 +142,48 @@ def test_a_rollout_resumes_mid_soak_and_finishes_the_waves_left(tmp_path: Path) 
     assert t["vm-003"] - detached_at < 1200
     assert all(azure.runs_on(f"vm-00{i}") == 1 for i in range(1, 6))
     assert [r.wave for r in h.ledger.targets("r-test")] == [0, 0, 1, 1, 1]
+
+
+def test_the_library_takes_waves_and_retries_as_typed_arguments(tmp_path: Path) -> None:
+    """``Fleet.run(..., waves=..., retries=...)`` over a dispatcher and clock of the caller's."""
+    from fleet_fakes import EPOCH
+
+    from azrun.fleet import LoopClock
+
+    azure = FakeAzure(script=Script(start_s=9.5, duration_s=30))
+
+    async def main() -> tuple[FleetResult, list[int]]:
+        fleet = Fleet(state_dir=tmp_path / "lib", dispatcher=azure, clock=LoopClock(epoch=EPOCH))
+        try:
+            result = await fleet.run(vms(4), SPEC, waves=WavePlan.parse("1,100%", soak_s=60), retries=2)
+            return result, [t.wave for t in fleet.status(result.run_id).targets]
+        finally:
+            await fleet.aclose()
+
+    result, waves = vrun(main, settle_s=0.005)
+    assert result.ok and waves == [0, 1, 1, 1]
+    t = put_times(azure)
+    assert t["vm-002"] - t["vm-001"] >= 30 + 60  # wave 2 after wave 1's end and the soak
+    with pytest.raises(ConfigError, match="not both"):
+        vrun(lambda: Fleet(state_dir=tmp_path / "x", dispatcher=azure).run(vms(1), SPEC, options=FleetOptions(),
+                                                                          retries=1))
+
+
+def test_the_panel_shows_the_wave_and_the_soak_countdown() -> None:
+    from dataclasses import replace
+
+    from azrun.cli._panel import render_panel, rollout_text
+    from azrun.fleet import ProgressSnapshot
+
+    snap = ProgressSnapshot(run_id="r", elapsed_s=100, total=10, counts={"Succeeded": 3, "Pending": 7},
+                            dispatched=3, dispatch_rate_per_s=1, eta_s=None, polls_queued=0, arm_requests=9,
+                            throttled_429=0, wave=1, waves=4)
+    assert rollout_text(snap) == "wave 2/4"
+    soaking = replace(snap, soak_left_s=250.0, retrying=2)
+    assert rollout_text(soaking) == "wave 2/4 done | soaking: 4m10s left before wave 3/4 | retrying 2"
+    assert rollout_text(replace(snap, wave=None, waves=0)) is None
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(render_panel(soaking))
+    assert "soaking: 4m10s left before wave 3/4" in console.export_text()
