@@ -73,3 +73,10 @@ def test_retries_send_a_never_started_script_again_and_record_each_attempt(
     with Ledger.open(Path(doc["ledger"]).parent) as led:
         row = led.targets(doc["runId"])[0]
         assert row.attempt == 2 and row.run_command_name == f"{name}-2"
+
+
+@pytest.mark.parametrize("value", ["0", "0%"])
+def test_zero_concurrency_is_refused_in_one_line(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--tag", "env=prod", "-c", "true", "--max-concurrency", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"error: --max-concurrency {value}: nothing could ever run" and err[1].startswith("hint:")
