@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_ERRORS",
+    "DEFAULT_START_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
     "KEYS",
     "MAX_TIMEOUT_S",
@@ -70,6 +71,9 @@ __all__ = [
 DEFAULT_MAX_CONCURRENCY = "50"
 DEFAULT_MAX_ERRORS = "0"
 DEFAULT_TIMEOUT_S = 3600
+#: How long a dispatched script may wait for the VM agent to pick it up (its reported start)
+#: before azrun gives up on it: a VM's first run command installs the handler, which takes minutes.
+DEFAULT_START_TIMEOUT_S = 900
 DEFAULT_AUTH = "auto"
 #: The output blobs' SAS and a user delegation key live at most 7 days; a run's SAS must cover
 #: its timeout + the watchdog grace (10 %) + a 1 h margin, so 6 days is the longest honest timeout.

@@ -209,6 +209,8 @@ class TargetResult:
     stdout_tail: str = ""
     stderr_tail: str = ""
     arm_requests: int = 0
+    attempt: int = 1  # delivery attempts made (``--retries``)
+    wave: int = 0  # rollout wave (``--waves``; 0 when the run has none)
 
     @property
     def succeeded(self) -> bool:
@@ -222,6 +224,7 @@ class FleetResult:
 
     run_id: RunId
     results: tuple[TargetResult, ...]
+    notes: tuple[str, ...] = ()  # what the run itself went through (e.g. lost contact with Azure)
 
     @property
     def succeeded(self) -> tuple[TargetResult, ...]:

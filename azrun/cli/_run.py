@@ -65,15 +65,22 @@ from azrun.cli._run_options import (
     PasswordEnvOpt,
     PasswordFileOpt,
     ProtectedOpt,
+    RetriesOpt,
+    RetryFailedOpt,
     RunAsOpt,
     ScriptLinuxOpt,
     ScriptOpt,
     ScriptUriIdentityOpt,
     ScriptUriOpt,
     ScriptWindowsOpt,
+    SoakOpt,
+    StartTimeoutOpt,
     StateDirOpt,
     SyncOpt,
     TimeoutOpt,
+    WaveErrorsOpt,
+    WavesOpt,
+    rollout_options,
 )
 from azrun.cli._runids import RunIdArg, resolve_run_id
 from azrun.cli._session import note, session
@@ -221,6 +228,12 @@ def run_cmd(
     max_concurrency: ConcurrencyOpt = None,
     max_errors: ErrorsOpt = None,
     canary: CanaryOpt = 0,
+    waves: WavesOpt = None,
+    soak: SoakOpt = None,
+    wave_max_errors: WaveErrorsOpt = None,
+    retries: RetriesOpt = 0,
+    retry_failed_scripts: RetryFailedOpt = False,
+    start_timeout: StartTimeoutOpt = None,
     keep: KeepOpt = False,
     watchdog_grace: GraceOpt = None,
     dry_run: DryRunOpt = False,
@@ -258,7 +271,11 @@ def run_cmd(
         run_as_password_env=run_as_password_env, run_as_password_file=run_as_password_file,
         ask_run_as_password=ask_run_as_password, timeout=timeout, sync=sync, settings=settings,
     )  # fmt: skip
-    opts = fleet_options(settings, max_concurrency, max_errors, canary, keep, watchdog_grace)
+    opts = rollout_options(
+        fleet_options(settings, max_concurrency, max_errors, canary, keep, watchdog_grace), waves=waves, soak=soak,
+        wave_max_errors=wave_max_errors, retries=retries, retry_failed_scripts=retry_failed_scripts,
+        start_timeout=start_timeout,
+    )  # fmt: skip
     if dry_run:
         from azrun.cli._plan import show_plan
 
@@ -274,6 +291,8 @@ def run_cmd(
                                   hint="add --script-linux FILE or --script-windows FILE for the other OS")
         skipped = f", {len(selection.skipped)} skipped" if selection.skipped else ""
         canary_note = f", canary {opts.canary}" if opts.canary else ""
+        canary_note += f", waves {opts.waves.describe()}" if opts.waves is not None else ""
+        canary_note += f", retries {opts.retries}" if opts.retries else ""
         note(f"{len(selection.targets)} targets{skipped}; max concurrency {opts.max_concurrency}, "
              f"max errors {opts.max_errors}{canary_note}")
         handle = await fleet.start(selection, spec, options=opts, observer=display, record=record)

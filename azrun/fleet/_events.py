@@ -48,6 +48,10 @@ class ProgressSnapshot:
     throttle: Any = None  # azrun.throttle.ThrottleMetrics when the factory has a throttle
     slowest: tuple[tuple[str, float], ...] = ()  # (target name, seconds running), longest first
     stopped_reason: str | None = None
+    wave: int | None = None  # the rollout wave being run (0-based), None without waves
+    waves: int = 0  # how many waves the rollout has
+    soak_left_s: float | None = None  # seconds of soak left before the next wave, while soaking
+    retrying: int = 0  # targets waiting for their next delivery attempt
 
     @property
     def finished(self) -> int:

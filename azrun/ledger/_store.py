@@ -47,6 +47,7 @@ from azrun.ledger._records import (
     RUN_STATUSES,
     SCHEMA,
     SCHEMA_VERSION,
+    TARGET_V3_COLUMNS,
     UPDATABLE,
     RunRecord,
     TargetRecord,
@@ -167,14 +168,20 @@ class Ledger:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection, version: int) -> None:
-        """1 -> 2: lease columns; target keys in lower case (ARM ids are case-insensitive)."""
+        """1 -> 2: lease columns; target keys in lower case (ARM ids are case-insensitive).
+        2 -> 3: per-target ``attempt`` and ``wave``."""
         db.execute("BEGIN IMMEDIATE")
         try:
             have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
             for name, kind in _LEASE_COLUMNS:
                 if name not in have:
                     db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
-            db.execute("UPDATE targets SET target_id = lower(target_id)")
+            if version < 2:
+                db.execute("UPDATE targets SET target_id = lower(target_id)")
+            have = {r[1] for r in db.execute("PRAGMA table_info(targets)")}
+            for name, kind in TARGET_V3_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE targets ADD COLUMN {name} {kind}")
             db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         except BaseException:
             db.execute("ROLLBACK")
@@ -219,19 +226,22 @@ class Ledger:
         options: dict[str, Any] | None = None,
         holder: LeaseHolder | None = None,
         ttl_s: float = LEASE_TTL_S,
+        waves: Sequence[int] | None = None,
     ) -> None:
         """Record a new run and all its targets (Pending, or Skipped with the reason), leased
-        to ``holder`` when given (one transaction)."""
+        to ``holder`` when given (one transaction). ``waves``: each target's rollout wave (in
+        the order of ``targets``)."""
         now = _now()
         rows: list[tuple[Any, ...]] = []
         seen: set[str] = set()
-        for t in targets:
+        for i, t in enumerate(targets):
             if target_key(t.resource_id) not in seen:
-                rows.append(self._new_target(run_id, len(rows), t, TargetState.PENDING, "", now))
+                wave = waves[i] if waves is not None else 0
+                rows.append(self._new_target(run_id, len(rows), t, TargetState.PENDING, "", now, wave))
                 seen.add(target_key(t.resource_id))
         for s in skipped:
             if target_key(s.target.resource_id) not in seen:
-                rows.append(self._new_target(run_id, len(rows), s.target, TargetState.SKIPPED, s.reason, now))
+                rows.append(self._new_target(run_id, len(rows), s.target, TargetState.SKIPPED, s.reason, now, 0))
                 seen.add(target_key(s.target.resource_id))
         with self._tx() as db:
             db.execute(
@@ -244,15 +254,17 @@ class Ledger:
             if holder is not None:
                 self._take_lease(db, run_id, holder, ttl_s, time.time())
             db.executemany(
-                "INSERT INTO targets(run_id, target_id, seq, target, name, state, message, ended_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO targets(run_id, target_id, seq, target, name, state, message, ended_at, updated_at, wave)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
 
     @staticmethod
-    def _new_target(run_id: str, seq: int, t: Target, state: TargetState, msg: str, now: str) -> tuple[Any, ...]:
+    def _new_target(
+        run_id: str, seq: int, t: Target, state: TargetState, msg: str, now: str, wave: int
+    ) -> tuple[Any, ...]:
         ended = now if state is TargetState.SKIPPED else None
-        return (run_id, target_key(t.resource_id), seq, target_to_json(t), t.name, state.value, msg, ended, now)
+        return (run_id, target_key(t.resource_id), seq, target_to_json(t), t.name, state.value, msg, ended, now, wave)
 
     def set_run_status(
         self, run_id: str, status: str, *, ended: bool = False, lease_token: str | None = None
@@ -479,6 +491,7 @@ class Ledger:
             stdout_tail=result.stdout_tail,
             stderr_tail=result.stderr_tail,
             arm_requests=result.arm_requests,
+            attempt=result.attempt,
         )
 
     def uncleaned(self, run_id: str | None = None) -> list[TargetRecord]:
