@@ -37,7 +37,7 @@ from azrun.durable._docs import (
     target_to_doc,
     targets_name,
 )
-from azrun.durable._orchestrations import CANCEL, RUN
+from azrun.durable._orchestrations import CANCEL, RUN, TICKS_PER_EXECUTION
 from azrun.durable._state import ShardState, shard_instance_id
 from azrun.errors import AzrunError, ConfigError, NoTargetsMatched
 from azrun.models import RunId, RunSpec, SkippedTarget, Target, TargetResult, TargetState
@@ -131,6 +131,7 @@ class DurableFleet:
         tick_s: float = 10.0,
         poll_s: float = 2.0,
         run_id: str | None = None,
+        ticks_per_execution: int = TICKS_PER_EXECUTION,
     ) -> RunId:
         """Write the run's plan to the output container and start its orchestration; returns at once."""
         from azrun.fleet import FleetOptions
@@ -165,7 +166,7 @@ class DurableFleet:
         states = []
         for s in shards:
             s.container, s.blob_identity, s.keep = store.container_url, _blob_identity(store), keep
-            s.tick_s, s.poll_s = tick_s, poll_s
+            s.tick_s, s.poll_s, s.ticks_per_execution = tick_s, poll_s, ticks_per_execution
             states.append(s.to_dict())
         await asyncio.to_thread(self.client.schedule_new_orchestration, RUN,
                                 input={"run_id": rid, "shards": states}, instance_id=rid)  # fmt: skip

@@ -12,6 +12,11 @@ so this subclass adds exactly that, and nothing else:
 * a completion that arrives for an activity already completed (a slow worker and its
   replacement both finished) is dropped, by the item's completion token.
 
+It also fixes one bug of the SDK's backend (durabletask 1.12): a parent waits for a
+sub-orchestration with "no timeout", which its ``_wait_for_state`` turns into 30 s, after which the
+completion is never delivered (a parent of any sub-orchestration that runs longer than 30 s hangs
+forever). Here "no timeout" waits until the child ends or the scheduler stops.
+
 It also listens on a free port (``port=0``) and records the longest history any orchestration
 execution reached (the bounded-history check). For development and tests only; production uses
 Azure Durable Task Scheduler.
@@ -62,6 +67,18 @@ class LocalScheduler(InMemoryOrchestrationBackend):
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self._port}"
+
+    def _wait_for_state(self, instance_id: str, predicate: Any, timeout: float | None) -> Any:
+        if timeout is not None:
+            return super()._wait_for_state(instance_id, predicate, timeout)
+        while not self._shutdown_event.is_set():
+            found = super()._wait_for_state(instance_id, predicate, 30.0)
+            if found is not None:
+                return found
+            with self._lock:
+                if instance_id not in self._instances:
+                    return None
+        return None
 
     # -- leases -----------------------------------------------------------------------------------
     def GetWorkItems(self, request: Any, context: Any) -> Iterator[Any]:

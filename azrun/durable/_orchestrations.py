@@ -5,7 +5,7 @@
 * ``azrun_shard``: calls the ``azrun_tick`` activity again and again with its state; each tick
   fills the shard's window, polls, finishes and deletes (see :mod:`azrun.durable._tick`). One tick
   at a time per shard, so a subscription's budgets are spent by one worker at a time. After
-  ``TICKS_PER_EXECUTION`` ticks it ``continue_as_new``\\ s with its state: the history of an
+  ``ticks_per_execution`` ticks (default ``TICKS_PER_EXECUTION``) it ``continue_as_new``\\ s with its state: the history of an
   execution is bounded (about 4 events per tick) however many targets the shard has.
 * ``cancel`` / ``detach`` are external events on the shard instances (``DurableFleet.cancel``
   raises them on every shard); they take effect at the next tick. ``cancel`` also writes a
@@ -57,7 +57,7 @@ def azrun_shard(ctx: task.OrchestrationContext, inp: dict[str, Any]) -> Generato
     state = ShardState.from_dict(inp)
     cancel_ev = ctx.wait_for_external_event(CANCEL)
     detach_ev = ctx.wait_for_external_event(DETACH)
-    for _ in range(TICKS_PER_EXECUTION):
+    for _ in range(max(1, state.ticks_per_execution)):
         if state.finished:
             break
         tick: task.Task[Any] = ctx.call_activity(TICK, input=state.to_dict(), retry_policy=TICK_RETRY)

@@ -27,6 +27,7 @@ class ShardState:
     poll_s: float = 2.0
     blob_identity: str | None = None
     keep: bool = False
+    ticks_per_execution: int = 16  # continue_as_new after this many ticks (bounded history)
     cursor: int = 0
     inflight: list[list[float]] = field(default_factory=list)  # [index, PUT answered (epoch s)]
     to_delete: list[int] = field(default_factory=list)

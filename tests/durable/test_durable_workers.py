@@ -12,8 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from azrun.durable import DurableFleet
 from azrun.durable._local import LocalScheduler
 from azrun.targets import Selector
