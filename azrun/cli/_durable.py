@@ -49,14 +49,19 @@ RunArg = Annotated[str, typer.Argument(metavar="RUN_ID", help="The durable run's
 
 def register(app: typer.Typer) -> None:
     group = typer.Typer(name="durable", no_args_is_help=True, add_completion=False,
-                        help="Runs beyond one process: scheduled on the Durable Task engine, served by `azrun worker`.")
+                        help="Runs beyond one process: scheduled on the Durable Task engine, served by `azrun worker`.",
+                        epilog="Example: azrun durable run --tag env=prod -c uptime --scheduler 127.0.0.1:4001 --follow")
     group.command("run", epilog="Example: azrun durable run --tag env=prod -c 'uptime' --scheduler host:4001 --follow")(
         with_global_options(run_cmd))
-    group.command("status")(with_global_options(status_cmd))
-    group.command("runs")(with_global_options(runs_cmd))
-    group.command("cancel")(with_global_options(cancel_cmd, data=False))
-    group.command("logs")(with_global_options(logs_cmd, data=False))
-    group.command("scheduler")(with_global_options(scheduler_cmd, data=False))
+    group.command("status", epilog="Example: azrun durable status 20261205-0526-3dedbe -o json")(
+        with_global_options(status_cmd))
+    group.command("runs", epilog="Example: azrun durable runs -n 5")(with_global_options(runs_cmd))
+    group.command("cancel", epilog="Example: azrun durable cancel 20261205-0526-3dedbe")(
+        with_global_options(cancel_cmd, data=False))
+    group.command("logs", epilog="Example: azrun durable logs 20261205-0526-3dedbe --target vm-web-01")(
+        with_global_options(logs_cmd, data=False))
+    group.command("scheduler", epilog="Example: azrun durable scheduler --port 4001 &")(
+        with_global_options(scheduler_cmd, data=False))
     app.add_typer(group)
 
 
