@@ -65,6 +65,17 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group)
 
 
+def _run_async(coro: Any) -> Any:
+    """``asyncio.run``, with an unknown run reported as "not found" (exit 3)."""
+    from azrun.cli._exit import NotFound
+    from azrun.durable import UnknownDurableRun
+
+    try:
+        return asyncio.run(coro)
+    except UnknownDurableRun as exc:
+        raise NotFound(exc.message, hint=exc.hint) from None
+
+
 def _fleet(scheduler: str | None, taskhub: str | None, **flags: Any) -> Any:
     from azrun.cli._run_inputs import load_settings
     from azrun.durable import DurableFleet
@@ -166,7 +177,7 @@ def status_cmd(run_id: RunArg, scheduler: SchedulerOpt = None, taskhub: TaskHubO
         async with _fleet(scheduler, taskhub, output_container=output_container, storage_account=storage_account) as f:
             return await f.status(run_id)
 
-    run = asyncio.run(go())
+    run = _run_async(go())
     options = current()
     if options.output.machine_readable or options.query:
         emit(_doc(run), options.output, sys.stdout, query=options.query)
@@ -187,7 +198,7 @@ def runs_cmd(scheduler: SchedulerOpt = None, taskhub: TaskHubOpt = None,
         async with _fleet(scheduler, taskhub) as f:
             return await f.runs(limit)
 
-    runs = asyncio.run(go())
+    runs = _run_async(go())
     options = current()
     if options.output.machine_readable or options.query:
         emit([_doc(r) for r in runs], options.output, sys.stdout, query=options.query)
@@ -204,7 +215,7 @@ def cancel_cmd(run_id: RunArg, scheduler: SchedulerOpt = None, taskhub: TaskHubO
         async with _fleet(scheduler, taskhub, output_container=output_container, storage_account=storage_account) as f:
             await f.cancel(run_id)
 
-    asyncio.run(go())
+    _run_async(go())
     print(f"cancel requested for {run_id}")
 
 

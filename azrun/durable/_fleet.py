@@ -53,7 +53,7 @@ __all__ = ["DurableFleet", "DurableRun", "UnknownDurableRun"]
 
 
 class UnknownDurableRun(AzrunError):
-    exit_code = 3
+    """The scheduler has no such run (the CLI exits 3, "not found")."""
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ blobs. Finished targets are *not* deleted in the tick that finished them; their 
 the returned state and the next tick deletes them, after the engine has recorded the result. So
 a retried tick still finds every run command it may have sent, and nothing runs twice.
 
-Order in a tick: delete what the previous tick finished; honour cancel (the marker blob);
-then, until the tick's time is up: fill the window, wait ``poll_s``, poll what is in flight,
+Order in a tick: delete what the previous tick finished; honour cancel (the marker blob: in-flight
+run commands deleted, the rest skipped) and detach (nothing more dispatched, in-flight targets
+watched to their end); then, until the tick's time is up: fill the window, wait ``poll_s``, poll what is in flight,
 finish what ended (result line, counters), stop dispatching past ``max_errors``.
 """
 
@@ -114,10 +115,11 @@ async def run_tick(env: TickEnv, state: ShardState) -> dict[str, Any]:
         state.cancel = True
     if state.cancel:
         await _cancel(tick)
-    elif state.detach:
-        _skip_rest(tick, "run detached: not dispatched")
-        state.inflight = []
     else:
+        if state.detach and state.stop_reason is None:
+            # a durable run has no driver to detach from: stop dispatching, let in-flight targets end
+            state.stop_reason = "run stopped (detach): not dispatched"
+            _skip_rest(tick, state.stop_reason)
         await _loop(tick, began + state.tick_s)
     if tick.rows:
         await store.write_document(tick_name(state.run_id, state.shard, state.tick), jsonl(tick.rows))

@@ -1,0 +1,58 @@
+"""The durable engine's pure parts: shard planning, the run documents, the shard state."""
+
+from __future__ import annotations
+
+from azrun.durable import ShardState, plan_shards
+from azrun.durable._docs import (
+    result_from_doc,
+    result_to_doc,
+    spec_from_doc,
+    spec_to_doc,
+    target_from_doc,
+    target_to_doc,
+    tick_name,
+)
+from azrun.models import OutputRef, RunSpec, Target, TargetKind, TargetResult, TargetState
+
+
+def _target(sub: str, i: int) -> Target:
+    rid = f"/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm{i}"
+    return Target(rid, f"vm{i}", TargetKind.VM, sub, "rg", "westeurope", "linux", "running",
+                  tags=(("env", "x"),), vm_name=f"vm{i}", system_identity=True, user_identity_client_ids=("c1",))  # fmt: skip
+
+
+def test_shards_split_concurrency_and_errors_in_proportion() -> None:
+    targets = [_target("A", i) for i in range(300)] + [_target("b", i) for i in range(100)]
+    shards = plan_shards("r1", targets, limit=40, max_errors=4, cap=750)
+    assert [(s.subscription, s.total, s.window, s.max_errors) for s in shards] == [("a", 300, 30, 3), ("b", 100, 10, 1)]
+    assert [s.instance_id for s in shards] == ["r1.s0000", "r1.s0001"]
+    # at least one in flight per subscription; the window never exceeds the budget cap or the shard
+    tiny = plan_shards("r2", targets, limit=1, max_errors=0, cap=750)
+    assert [s.window for s in tiny] == [1, 1] and [s.max_errors for s in tiny] == [0, 0]
+    capped = plan_shards("r3", targets, limit=400, max_errors=0, cap=50)
+    assert [s.window for s in capped] == [50, 50]
+
+
+def test_documents_round_trip() -> None:
+    t = _target("s", 1)
+    assert target_from_doc(target_to_doc(t)) == t
+    spec = RunSpec(script="echo hi", parameters=(("A", "1"),), timeout_s=90, script_name="x.sh",
+                   os_scripts=(("windows", "Write-Output hi"),))  # fmt: skip
+    assert spec_from_doc(spec_to_doc(spec)) == spec
+    r = TargetResult(t, TargetState.FAILED, 3, "exit code 3", "rc-id", None, None,
+                     OutputRef("https://o", "https://e", 10, 2, True), "out", "err", 4)  # fmt: skip
+    assert result_from_doc(result_to_doc(7, r), t) == r
+    assert tick_name("r", 3, 12) == ".azrun-durable/r/results/0003/00000012.jsonl"
+
+
+def test_shard_state_finishes_only_when_nothing_is_left() -> None:
+    s = ShardState(run_id="r", shard=0, subscription="a", total=2, container="c", window=1, max_errors=0)
+    assert not s.finished
+    s.cursor, s.inflight = 2, [[1, 0.0]]
+    assert not s.finished
+    s.inflight, s.to_delete = [], [1]
+    assert not s.finished  # the last run commands are deleted by one more tick
+    s.to_delete = []
+    assert s.finished
+    stopped = ShardState.from_dict({**s.to_dict(), "cursor": 0, "stop_reason": "error budget exceeded", "x": 1})
+    assert stopped.finished and stopped.summary()["stop"] == "error budget exceeded"
