@@ -6,6 +6,8 @@ killed with the item in hand leaves the orchestration stuck forever. The managed
 Scheduler does not lose work that way (a work item whose worker disappears is dispatched again),
 so this subclass adds exactly that, and nothing else:
 
+* a stream with nothing to send carries a health ping every 20 s, as the managed scheduler's
+  does (the SDK worker reconnects after 120 s of silence; that reconnect is not a dead worker);
 * every work item sent on a worker's stream is remembered until it is completed;
 * when the stream ends (the worker died, was killed or disconnected), what it still held goes
   back to the queue: activities as they were, orchestrations as if abandoned;
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +39,8 @@ from durabletask.testing.in_memory_backend import ActivityWorkItem, InMemoryOrch
 __all__ = ["LocalScheduler"]
 
 _LOG = logging.getLogger(__name__)
+#: A quiet stream carries a health ping this often (the SDK worker gives up on a stream after 120 s).
+HEALTH_PING_S = 20.0
 
 
 class LocalScheduler(InMemoryOrchestrationBackend):
@@ -82,17 +87,40 @@ class LocalScheduler(InMemoryOrchestrationBackend):
 
     # -- leases -----------------------------------------------------------------------------------
     def GetWorkItems(self, request: Any, context: Any) -> Iterator[Any]:
+        """The SDK backend's stream, with a health ping whenever it has been quiet for a while
+        (as the managed scheduler sends them: the SDK worker reconnects after a silent stream,
+        and a reconnect must not be taken for a dead worker), and leases on what it hands out."""
         stream = next(self._streams)
         held: dict[str, tuple[str, Any]] = {}
         with self._lease_lock:
             self._leases[stream] = held
+        items: queue.Queue[Any] = queue.Queue()
+        done = object()
+
+        def pump() -> None:
+            try:
+                for item in super(LocalScheduler, self).GetWorkItems(request, context):
+                    with self._lease_lock:
+                        if item.HasField("activityRequest"):
+                            held[item.completionToken] = ("activity", item.activityRequest)
+                        elif item.HasField("orchestratorRequest"):
+                            held[item.completionToken] = ("orchestration", item.orchestratorRequest.instanceId)
+                    items.put(item)
+            finally:
+                items.put(done)
+
+        threading.Thread(target=pump, name=f"work-items-{stream}", daemon=True).start()
         try:
-            for item in super().GetWorkItems(request, context):
-                with self._lease_lock:
-                    if item.HasField("activityRequest"):
-                        held[item.completionToken] = ("activity", item.activityRequest)
-                    elif item.HasField("orchestratorRequest"):
-                        held[item.completionToken] = ("orchestration", item.orchestratorRequest.instanceId)
+            while True:
+                try:
+                    item = items.get(timeout=HEALTH_PING_S)
+                except queue.Empty:
+                    if not context.is_active():
+                        return
+                    yield pb.WorkItem(healthPing=pb.HealthPing())
+                    continue
+                if item is done:
+                    return
                 yield item
         finally:
             with self._lease_lock:

@@ -6,7 +6,8 @@ throttle and identity), :func:`azrun.fleet._deliver.deliver` (409 backoff, read-
 outcome), :func:`~azrun.runcommand.interpret` and the output store's :class:`~azrun.output.Tailer`
 (the blobs read to the end and cross-checked with the instance view).
 
-Idempotency (a tick is retried whole when its worker dies): the tick's input is the state
+Idempotency (a tick is retried whole when its worker dies; :mod:`azrun.durable._fence` keeps a
+shard to one tick at a time and stops stale copies): the tick's input is the state
 *before* it ran. Every target it would dispatch is first read back by its run command's name
 (``azrun-<run id>``, the same on every worker): found -> it is in flight, no new PUT, no new
 blobs. Finished targets are *not* deleted in the tick that finished them; their indexes go into
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from azrun.durable._docs import cancel_name, jsonl, result_to_doc, tick_name
+from azrun.durable._fence import ShardFence, StaleTick
 from azrun.durable._state import ShardState, TickReport
 from azrun.fleet._deliver import deliver
 from azrun.fleet._work import Undeliverable, Work
@@ -107,6 +109,15 @@ async def run_tick(env: TickEnv, state: ShardState) -> dict[str, Any]:
     """Run one tick of ``state``'s shard; the new state and what the tick did (plain JSON)."""
     began = time.monotonic()
     store = await env.store(state.container, state.blob_identity)
+    try:
+        async with ShardFence(store, state.run_id, state.shard, state.tick):
+            return await _run(env, state, store, began)
+    except StaleTick as exc:  # a copy of an older tick: the engine already has its result
+        _LOG.info("%s: %s", state.instance_id, exc)
+        return {"state": state.to_dict(), "report": {**TickReport(worker=env.name).__dict__, "stale": True}}
+
+
+async def _run(env: TickEnv, state: ShardState, store: OutputStore, began: float) -> dict[str, Any]:
     tick = _Tick(env, state, await env.plan(store, state.run_id), store,
                  await env.targets(store, state.run_id, state.shard))  # fmt: skip
     tick.report.worker = env.name

@@ -493,6 +493,10 @@ class OutputStore:
         except AzureError as exc:
             raise output_error(exc, self._container.url, f"writing {self.blob_url(name)}") from exc
 
+    def blob_client(self, name: str) -> Any:
+        """The aio ``BlobClient`` of blob ``name`` (the durable engine's shard leases)."""
+        return self._client.get_blob_client(name)
+
     async def list_names(self, prefix: str) -> list[str]:
         """Blob names under ``prefix``, sorted."""
         from azure.core.exceptions import AzureError
