@@ -7,12 +7,14 @@ every other command. Runs until SIGTERM / Ctrl-C; any number of workers may serv
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Annotated
 
 import typer
 
+from azrun.cli._exit import ExitCode
 from azrun.cli._globals import with_global_options
 
 __all__ = ["SchedulerOpt", "TaskHubOpt", "register"]
@@ -49,4 +51,7 @@ def worker_cmd(
         while True:
             time.sleep(1.0)
     finally:
-        worker.stop()
+        if not worker.stop(timeout_s=60.0):
+            sys.stderr.write("azrun worker: ticks still running after 60 s; leaving them to the other workers\n")
+            sys.stderr.flush()
+            os._exit(int(ExitCode.TERMINATED))

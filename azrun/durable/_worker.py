@@ -47,14 +47,20 @@ class DurableWorker:
         self._worker.start()
         _LOG.info("worker %s connected to %s", self.host.name, self.connection.describe())
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        """Stop taking work and wait for the running ticks (at most ``timeout_s``); False when some
+        were still running (the scheduler hands them to another worker once this one is gone)."""
         if self._stopped.is_set():
-            return
+            return True
         self._stopped.set()
-        try:
-            self._worker.stop()
-        finally:
-            self.host.close()
+        stopper = threading.Thread(target=self._worker.stop, name="azrun-worker-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
+        if stopper.is_alive():
+            _LOG.warning("worker %s: ticks still running after %.0f s", self.host.name, timeout_s)
+            return False
+        self.host.close()
+        return True
 
     def __enter__(self) -> DurableWorker:
         self.start()

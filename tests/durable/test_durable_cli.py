@@ -56,3 +56,16 @@ def test_worker_without_a_scheduler_is_a_config_error(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AZRUN_DURABLE")}
     proc = _azrun(env, "worker")
     assert proc.returncode == 2 and "no durable scheduler" in proc.stderr and "AZRUN_DURABLE_ENDPOINT" in proc.stderr
+
+
+def test_worker_stops_on_sigterm(scheduler: Any, tmp_path: Path) -> None:
+    import signal
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AZRUN_")}
+    proc = start_worker(env, scheduler.address, tmp_path / "w.log")
+    try:
+        assert wait_for(lambda: "serving" in (tmp_path / "w.log").read_text(), 30)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 143
+    finally:
+        stop_worker(proc, kill=True)
