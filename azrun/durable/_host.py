@@ -58,7 +58,7 @@ class WorkerHost:
         self._lock: asyncio.Lock | None = None
         self.env = TickEnv(
             client=RunCommandClient(self.factory), options=self.options, store=self._store, plan=self._plan,
-            targets=self._target_list, tailer=self._tailer, name=self.name,
+            targets=self._target_list, tailer=self._tailer, name=self.name, throttle=self.factory.throttle,
         )  # fmt: skip
         self.ticks = 0
 

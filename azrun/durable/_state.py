@@ -37,6 +37,10 @@ class ShardState:
     throttled: int = 0
     tick: int = 0
     stop_reason: str | None = None
+    # the budget handed down to the next tick: ARM requests the last tick sent, when it ended, where
+    last_worker: str = ""
+    spent: dict[str, int] = field(default_factory=dict)
+    spent_at: float = 0.0
     cancel: bool = False
     detach: bool = False
 

@@ -63,9 +63,10 @@ def _sim(subs: int, vms: int, where: Path) -> Any:
     return sim
 
 
-def _arm(sim: Any, since: int) -> dict[str, int]:
+def _arm(sim: Any, since: int) -> dict[str, Any]:
     entries = [e for e in sim.requests()[since:] if e.get("service") == "arm"]
-    return {"arm_requests": len(entries), "http_429": _common.count_429(entries)}
+    throttled = _common.count_by_op(e for e in entries if e.get("status") == 429)
+    return {"arm_requests": len(entries), "http_429": _common.count_429(entries), "http_429_by_op": throttled}
 
 
 def _durable(subs: int, vms: int, workers: int, where: Path) -> dict[str, Any]:
@@ -90,16 +91,32 @@ def _durable(subs: int, vms: int, workers: int, where: Path) -> dict[str, Any]:
                     sel = Selector.from_options(tags=["env=fleet"], all_subscriptions=True)
                     rid = await fleet.schedule(sel, "true", max_concurrency="100%", poll_s=1.0)
                     run = await fleet.wait(rid, timeout_s=3600, interval_s=0.5)
-                    return run, time.monotonic() - began
+                    wall = time.monotonic() - began
+                    failed = [r.message for r in await fleet.results(rid) if r.state.value != "Succeeded"]
+                    return run, wall, failed[:3]
 
-            run, wall = asyncio.run(go())
+            run, wall, failed = asyncio.run(go())
+        rss = [_hwm_mb(p.pid) for p in procs]
         return {"variant": f"durable x{workers}", "workers": workers, "wall_s": round(wall, 2), "status": run.status,
-                "counts": run.counts, "peak_history": sched.peak_history, **_arm(sim, before)}  # fmt: skip
+                "counts": run.counts, "peak_history": sched.peak_history, "worker_peak_rss_mb": rss,
+                "failed_sample": failed,
+                **_arm(sim, before)}  # fmt: skip
     finally:
         for p in procs:
             stop_worker(p)
         sched.stop(grace=0)
         sim.stop()
+
+
+def _hwm_mb(pid: int) -> float:
+    """A live process's peak RSS (``VmHWM``), MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
 
 
 def _single_child(state_dir: str) -> int:
@@ -151,6 +168,10 @@ def report(res: dict[str, Any]) -> list[_common.Row]:
     rows = [_common.Row(f"{head}: bound (per-subscription buckets, in parallel)", f"{res['bound_s']:.1f} s")]
     for v in res["variants"]:
         ok = v["status"] == "succeeded" and v["http_429"] == 0
+        if v.get("worker_peak_rss_mb"):
+            rows.append(_common.Row(f"{head}: {v['variant']} worker peak RSS", " / ".join(f"{m:.0f} MB" for m in v["worker_peak_rss_mb"])))
+        elif v.get("peak_rss_mb"):
+            rows.append(_common.Row(f"{head}: {v['variant']} peak RSS", f"{v['peak_rss_mb']:.0f} MB"))
         rows.append(_common.Row(f"{head}: {v['variant']} wall / 429s",
                                 f"{v['wall_s']:.1f} s ({v['wall_s'] / max(res['bound_s'], 0.1):.1f}x bound) / {v['http_429']}",
                                 "0 429s, all succeeded", ok))  # fmt: skip

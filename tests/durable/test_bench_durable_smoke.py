@@ -31,5 +31,5 @@ def test_bench_durable_tiny(tmp_path: Path) -> None:
         assert v["status"] == "succeeded" and v["http_429"] == 0 and v["wall_s"] > 0, v
     assert result["bound_s"] > 0
     rows = load("bench_durable").report(result)
-    assert len(rows) == 4 and all(r.met for r in rows[1:])
+    assert all(r.met for r in rows if r.met is not None) and sum(r.met is not None for r in rows) == 3
     assert any(job.module == "bench_durable" for job in run_all.plan(quick=True, large=False))

@@ -56,3 +56,29 @@ def test_shard_state_finishes_only_when_nothing_is_left() -> None:
     assert s.finished
     stopped = ShardState.from_dict({**s.to_dict(), "cursor": 0, "stop_reason": "error budget exceeded", "x": 1})
     assert stopped.finished and stopped.summary()["stop"] == "error budget exceeded"
+
+
+def test_budget_is_handed_down_when_the_shard_moves_to_another_worker() -> None:
+    import asyncio
+    from typing import Any
+
+    from azrun.durable._tick import TickEnv, _take_over_budget
+    from azrun.throttle import RequestClass, Throttle, ThrottleLimits
+
+    def env(throttle: Throttle) -> TickEnv:
+        nothing: Any = None
+        return TickEnv(client=nothing, options=nothing, store=nothing, plan=nothing, targets=nothing,
+                       tailer=nothing, name="me", now=lambda: 1000.0, throttle=throttle)  # fmt: skip
+
+    def state(last: str) -> ShardState:
+        return ShardState(run_id="r", shard=0, subscription="SUB", total=1, container="c", window=1, max_errors=0,
+                          last_worker=last, spent={"writes": 200, "reads": 3}, spent_at=999.0)  # fmt: skip
+
+    async def write_level(last: str) -> float:
+        throttle = Throttle(ThrottleLimits())
+        await _take_over_budget(env(throttle), state(last))
+        return throttle.buckets_for(RequestClass(kind="write", subscription="sub"))[0].level()
+
+    # the other worker sent 200 writes 1 s ago: 10 have refilled, so 10 are left (not a cold 200)
+    assert 9.0 <= asyncio.run(write_level("other")) <= 12.0
+    assert asyncio.run(write_level("me")) == 200.0  # same worker: its own buckets already know
