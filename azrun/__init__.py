@@ -49,6 +49,7 @@ _LAZY: dict[str, str] = {
     "Ledger": "azrun.ledger",
     "OutputStore": "azrun.output",
     "AzrunError": "azrun.errors",
+    "DurableFleet": "azrun.durable",
 }
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "Budget",
     "CleanupReport",
     "ClientFactory",
+    "DurableFleet",
     "Fleet",
     "FleetObserver",
     "FleetOptions",
@@ -80,6 +82,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from azrun.clients import ClientFactory
+    from azrun.durable import DurableFleet
     from azrun.errors import AzrunError
     from azrun.fleet import (
         Budget,
