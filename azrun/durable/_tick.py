@@ -126,6 +126,7 @@ async def _run(env: TickEnv, state: ShardState, store: OutputStore, began: float
     tick = _Tick(env, state, await env.plan(store, state.run_id), store,
                  await env.targets(store, state.run_id, state.shard))  # fmt: skip
     tick.report.worker = env.name
+    _LOG.debug("%s tick %d on %s (previous on %s)", state.instance_id, state.tick, env.name, state.last_worker or "-")
     await _take_over_budget(env, state)
     await _delete_finished(tick)
     if not state.cancel and await store.blob_created(cancel_name(state.run_id)) is not None:
