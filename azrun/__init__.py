@@ -56,6 +56,7 @@ _LAZY: dict[str, str] = {
     "Ledger": "azrun.ledger",
     "OutputStore": "azrun.output",
     "AzrunError": "azrun.errors",
+    "DurableFleet": "azrun.durable",
 }
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "Budget",
     "CleanupReport",
     "ClientFactory",
+    "DurableFleet",
     "Fleet",
     "FleetEvent",
     "FleetObserver",
@@ -94,6 +96,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from azrun.clients import ClientFactory
+    from azrun.durable import DurableFleet
     from azrun.errors import AzrunError
     from azrun.fleet import (
         Budget,

@@ -221,6 +221,10 @@ SETTINGS: tuple[SettingKey, ...] = (
     SettingKey("blob_identity", ("AZRUN_BLOB_IDENTITY",), None),
     SettingKey("state_dir", ("AZRUN_STATE_DIR",), None),
     SettingKey("throttle", ("AZRUN_THROTTLE",), "on", _on_off),
+    # the durable engine (azrun worker, azrun durable): a Durable Task Scheduler endpoint
+    # (https://...) or a local scheduler's host:port, and the task hub
+    SettingKey("durable_endpoint", ("AZRUN_DURABLE_ENDPOINT",), None),
+    SettingKey("durable_taskhub", ("AZRUN_DURABLE_TASKHUB",), "default"),
 )  # fmt: skip
 _BY_NAME = {key.name: key for key in SETTINGS}
 #: key -> (its main environment variable, default): what ``azrun config show`` lists.

@@ -153,6 +153,8 @@ _LAYERS: dict[str, tuple[Any, str, Any, Any]] = {
     "blob_identity": ("system", "cid-env", "cid-flag", "cid-flag"),
     "state_dir": ("/tmp/azrun-file", "/tmp/azrun-env", "/tmp/azrun-flag", "/tmp/azrun-flag"),
     "throttle": ("off", "on", "off", "off"),
+    "durable_endpoint": ("https://f.durabletask.io", "127.0.0.1:4001", "127.0.0.1:4002", "127.0.0.1:4002"),
+    "durable_taskhub": ("hub-file", "hub-env", "hub-flag", "hub-flag"),
 }
 
 

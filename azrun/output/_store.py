@@ -486,6 +486,29 @@ class OutputStore:
             raise output_error(exc, self._container.url, "listing the run's blobs") from exc
         return sorted(found, key=lambda b: (b.path, b.stream))
 
+    async def write_document(self, name: str, data: bytes) -> None:
+        """Create or replace block blob ``name`` (run documents of the durable engine: plan, results)."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            await self.bucket.aacquire()
+            await self._client.get_blob_client(name).upload_blob(data, overwrite=True)
+        except AzureError as exc:
+            raise output_error(exc, self._container.url, f"writing {self.blob_url(name)}") from exc
+
+    def blob_client(self, name: str) -> Any:
+        """The aio ``BlobClient`` of blob ``name`` (the durable engine's shard leases)."""
+        return self._client.get_blob_client(name)
+
+    async def list_names(self, prefix: str) -> list[str]:
+        """Blob names under ``prefix``, sorted."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            return sorted([b.name async for b in self._client.list_blobs(name_starts_with=prefix)])
+        except AzureError as exc:
+            raise output_error(exc, self._container.url, f"listing {prefix}") from exc
+
     async def aclose(self) -> None:
         """Close the storage clients."""
         await self._client.close()

@@ -38,7 +38,7 @@ sys.path[:0] = [p for p in (str(_HERE.parents[1]), str(_HERE)) if p not in sys.p
 
 import _common  # noqa: E402
 
-BENCHMARKS = ("sim", "startup", "targets", "throttle", "identity", "output", "fleet", "scale")
+BENCHMARKS = ("sim", "startup", "targets", "throttle", "identity", "output", "fleet", "scale", "durable")
 RESULTS = _common.REPO / "benchmarks-results.json"
 MARK = {True: "✓", False: "✗", None: "—"}
 BENCHMARKS += ("heartbeat",)  # the event-loop lag of a run (bench_heartbeat.py)
@@ -121,6 +121,8 @@ def plan(quick: bool, large: bool) -> list[Job]:
         scale = [1000, 3000, 10_000]
     jobs += fleet_jobs(fleet_sizes, pooled_n=pooled)
     jobs.append(Job("scale", "scale", "bench_scale", "run_sizes", {"sizes": scale}, timeout_s=7200))
+    durable = {"subs": 4, "vms": 5} if quick else {"subs": 20, "vms": 250}
+    jobs.append(Job("durable", "durable engine", "bench_durable", kwargs=durable, timeout_s=7200))
     return jobs
 
 
