@@ -33,7 +33,7 @@ async def exercise() -> dict[str, Any]:
 
     factory = ClientFactory.from_env()
     assert factory.throttle is not None
-    compute = factory.aio_compute(SUB)
+    compute = factory.acompute(SUB)
     try:
         vms, ssvms = compute.virtual_machine_run_commands, compute.virtual_machine_scale_set_vm_run_commands
         await asyncio.gather(
