@@ -439,6 +439,21 @@ class Runner:
             if due is not None and elapsed + due > p90 + slack:
                 self._schedule(work, max(0.0, p50 - elapsed))
 
+    def _scouts_ended(self) -> None:
+        """The last scout ended with nothing learned (timed out, canceled, its machine gone): the
+        targets that waited for what it would learn are polled on the initial guess instead."""
+        if any(w.scout and not w.taken for w in self.works):
+            return
+        now, guess = self._clock(), first_delay(self._opts.poll, self._stats)
+        for work in self.works:
+            if work.state is not TargetState.RUNNING or work.taken or work.sent_mono is None or work.scout:
+                continue
+            sched = self._schedulers.get(work.target.subscription_id.lower())
+            due = sched.due_in(work) if sched is not None else None
+            elapsed = now - work.sent_mono
+            if due is not None and elapsed + due > guess:
+                self._schedule(work, max(0.0, guess - elapsed))
+
     async def _poll_failed(self, work: Work, failure: ArmFailure) -> None:
         work.poll_errors += 1
         fatal = failure.kind in (FailureKind.FORBIDDEN, FailureKind.AUTH, FailureKind.NOT_FOUND)
@@ -463,8 +478,8 @@ class Runner:
             return
         deleted = await self._delete(work)
         note = "" if deleted else " (the run command could not be deleted; run 'azrun cancel' again)"
-        await self._record(work, state, work.last_view.exit_code if work.last_view else None,
-                           message + note, work.last_view, cleaned=deleted)
+        # the script is killed (or never reported): its exit is unknown, whatever the Running view said
+        await self._record(work, state, None, message + note, work.last_view, cleaned=deleted)
 
     async def _finish(
         self, work: Work, state: TargetState, exit_code: int | None, message: str,
@@ -492,6 +507,8 @@ class Runner:
             if len(self._stats) >= self._replan_at:
                 self._replan_at *= 2
                 self._replan()
+        if work.scout and len(self._stats) < self._opts.poll.learn_after:
+            self._scouts_ended()
         if was_active:
             self._active -= 1
         self._finishing += 1

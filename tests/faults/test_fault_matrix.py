@@ -1,0 +1,183 @@
+"""The fault matrix of issue 14: one test per row, each against the local Azure's fault injection,
+each ending with the four invariants (``FaultWorld.check``: definite states, nothing ran twice,
+nothing left behind after cleanup, the ledger agrees with the simulator)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+
+import pytest
+from fault_support import FaultWorld, fleet, wait_for
+
+World = Callable[..., FaultWorld]
+RUN = ("run", "--tag", "env=prod", "--output-mode", "summary")
+
+
+def test_429_storm(world: World) -> None:
+    w = world(fleet(vms=4, faults="arm_throttle_rate = 0.4\nseed = 5"))
+    started = time.monotonic()
+    done = w.azrun(*RUN, "--command", "echo storm; sleep 0.3")
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    v = w.check()
+    assert v.count("Succeeded") == 4
+    assert any(r["status"] == 429 for r in w.sim.requests()), "the storm never hit"
+    assert took < 60, f"the run took {took:.0f} s"
+
+
+def test_5xx_burst(world: World) -> None:
+    w = world(fleet(vms=4, faults="arm_error_rate = 0.3\nseed = 6"))
+    done = w.azrun(*RUN, "--command", "echo burst; sleep 0.3")
+    assert done.returncode == 0, done.stderr
+    v = w.check()
+    assert v.count("Succeeded") == 4
+    assert any(r["status"] in (500, 503) for r in w.sim.requests()), "no 5xx was answered"
+
+
+def test_connection_resets(world: World) -> None:
+    w = world(fleet(vms=4, faults="arm_reset_rate = 0.25\nseed = 7"))
+    done = w.azrun(*RUN, "--command", "echo reset; sleep 0.3")
+    assert done.returncode == 0, done.stderr
+    v = w.check()
+    assert v.count("Succeeded") == 4
+    assert any(r.get("fault") == "reset" for r in w.sim.requests()), "no connection was reset"
+
+
+def test_imds_429(world: World) -> None:
+    w = world(fleet(vms=3, faults="imds_error_sequence = [429, 429, 429]"))
+    done = w.azrun(*RUN, "--command", "echo imds")
+    assert done.returncode == 0, done.stderr
+    v = w.check()
+    assert v.count("Succeeded") == 3
+    imds = [r["status"] for r in w.sim.requests() if r.get("service") == "imds"]
+    assert imds[:3] == [429, 429, 429] and 200 in imds
+    assert "WARNING" not in done.stderr  # azure-identity's own lines stay out of the way
+
+
+def test_hung_agent(world: World) -> None:
+    # vm-001..003 are the scouts; vm-004 goes out when one ends and waits for what the scouts learn,
+    # so the hung scout (vm-001) must not hold it until the 20 s poll cap
+    w = world(fleet(vms=4, faults='hung_agents = ["vm-001"]'))
+    started = time.monotonic()
+    done = w.azrun(*RUN, "--command", "echo hung", "--timeout", "2s", "--watchdog-grace", "1s",
+                   "--max-errors", "1", "--max-concurrency", "3")
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    v = w.check()
+    assert v.states["vm-001"] == "TimedOut" and v.count("Succeeded") == 3
+    assert took < 12, f"the run took {took:.0f} s"
+
+
+@pytest.mark.slow
+def test_deallocated_mid_run(world: World) -> None:
+    w = world(fleet(vms=4))
+    proc = w.spawn(*RUN, "--command", "sleep 2; echo late", "--max-errors", "1")
+    w.wait_started(4)
+    vm = next(t.target.resource_id for t in w.targets() if t.target.name == "vm-003")
+    w.sim.admin_post("power", {"id": vm, "power": "deallocated"})
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    noticed = time.monotonic() - started
+    assert proc.returncode == 1, err
+    v = w.check()
+    assert v.states["vm-003"] == "Failed" and v.count("Succeeded") == 3
+    message = next(t["message"] for t in v.status["targets"] if t["name"] == "vm-003")
+    assert "deallocated" in (message or "").lower(), message
+    # noticed at the first power check past the learned p90 (2 s) + 20 s; it was p90 + 120 s
+    assert noticed < 45, f"the deallocation was noticed after {noticed:.0f} s"
+
+
+def test_blob_append_failures(world: World) -> None:
+    w = world(fleet(vms=4, faults="blob_append_failure_rate = 0.5\nseed = 8"))
+    script = "for i in 1 2 3 4 5; do echo line-$i; sleep 0.2; done"
+    done = w.azrun(*RUN, "--command", script)
+    assert done.returncode == 0, done.stderr
+    v = w.check()
+    assert v.count("Succeeded") == 4
+
+
+def test_container_deleted_mid_run(world: World) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    w = world(fleet(vms=4))
+    proc = w.spawn(*RUN, "--command", "echo before; sleep 2; echo after")
+    w.wait_started(4)
+    service = BlobServiceClient.from_connection_string(w.sim.env["AZRUN_STORAGE_CONNECTION_STRING"],
+                                                       connection_verify=w.sim.env["AZRUN_CA_BUNDLE"])
+    with service:
+        service.delete_container("azrun-output")
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    v = w.check()
+    assert v.count("Succeeded") == 4  # the scripts succeeded; only their output went missing
+
+
+@pytest.mark.parametrize("point", ["dispatch", "running", "cleanup"])
+def test_kill_9_then_resume(world: World, point: str) -> None:
+    latency = "arm_latency_ms = 400" if point != "running" else ""
+    w = world(fleet(vms=4, faults=latency))
+    proc = w.spawn(*RUN, "--script", w.script("sleep 1; echo done\n"), "--max-concurrency", "2")
+    if point == "dispatch":  # a PUT is on the wire, two targets never sent
+        w.wait_counts(lambda c: c.get("Dispatching", 0) >= 1 and c.get("Pending", 0) >= 2, what="dispatching")
+    elif point == "running":
+        w.wait_counts(lambda c: c.get("Running", 0) == 2 and c.get("Pending", 0) == 2, what="two running")
+    else:  # a target finished, its DELETE not yet done
+        wait_for(lambda: any(t.state.terminal and t.cleaned_at is None for t in w.targets()), what="cleaning")
+    w.kill9(proc)
+    assert w.status()["status"] == "running"  # the crash left the run behind
+    w.set_faults()
+    done = w.azrun("resume", w.run_id(), "--output-mode", "summary")
+    assert done.returncode == 0, done.stderr
+    v = w.check()
+    assert v.count("Succeeded") == 4 and len(v.executions) == 4
+
+
+def test_two_resumes_race(world: World) -> None:
+    w = world(fleet(vms=4))
+    proc = w.spawn(*RUN, "--script", w.script("sleep 3; echo done\n"))
+    w.wait_counts(lambda c: c.get("Running", 0) == 4, what="all running")
+    proc.send_signal(signal.SIGINT)  # no terminal: detach, targets left running
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    rid = w.run_id()
+    a, b = w.spawn("resume", rid, "--output-mode", "summary"), w.spawn("resume", rid, "--output-mode", "summary")
+    outs = [p.communicate(timeout=120) for p in (a, b)]
+    codes = sorted(p.returncode for p in (a, b))
+    winner = 0 if a.returncode == 0 else 1
+    loser_err = outs[1 - winner][1].strip()
+    assert codes[0] == 0 and codes[1] not in (0, 1), (codes, outs)
+    assert "already being driven by" in loser_err and "pid" in loser_err, loser_err
+    assert len([line for line in loser_err.splitlines() if line.startswith("error")]) == 1, loser_err
+    v = w.check(rid)
+    assert v.count("Succeeded") == 4
+
+
+def test_sigint_then_cancel(world: World) -> None:
+    w = world(fleet(vms=4))
+    proc = w.spawn(*RUN, "--command", "sleep 60")
+    w.wait_counts(lambda c: c.get("Running", 0) == 4, what="all running")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert w.status()["status"] == "interrupted"
+    done = w.azrun("cancel", w.run_id())
+    assert done.returncode == 0, done.stderr
+    v = w.check()
+    assert v.count("Canceled") == 4
+
+
+def test_sigterm_then_resume(world: World) -> None:
+    w = world(fleet(vms=4))
+    proc = w.spawn(*RUN, "--script", w.script("sleep 2; echo done\n"), "--max-concurrency", "2")
+    w.wait_counts(lambda c: c.get("Running", 0) == 2, what="two running")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "azrun resume" in err
+    assert w.status()["status"] == "interrupted"
+    done = w.azrun("resume", w.run_id(), "--output-mode", "summary")
+    assert done.returncode == 0, done.stderr
+    v = w.check()
+    assert v.count("Succeeded") == 4
