@@ -16,6 +16,7 @@ The invariants (issue 14, "The fault suite"), checked by :meth:`FaultWorld.check
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -218,16 +219,19 @@ class FaultWorld:
     def running_scripts(self) -> int:
         return int(self.sim.admin_get("stats")["runningScripts"])
 
-    def run_commands_left(self) -> list[str]:
-        """Every run command on every VM, through ARM (the compute SDK, as a person would look)."""
+    def compute(self) -> Any:
+        """A compute SDK client on the local ARM, as an owner."""
         from azure.mgmt.compute import ComputeManagementClient
 
-        client = ComputeManagementClient(
+        return ComputeManagementClient(
             _Credential(), SUB, base_url=self.sim.env["AZRUN_ARM_ENDPOINT"],
             credential_scopes=["https://management.azure.com/.default"],
             connection_verify=self.sim.env["AZRUN_CA_BUNDLE"], polling_interval=0,
         )
-        with client:
+
+    def run_commands_left(self) -> list[str]:
+        """Every run command on every VM, through ARM (the compute SDK, as a person would look)."""
+        with self.compute() as client:
             left = []
             for vm in client.virtual_machines.list_all():
                 rg = str(vm.id).split("/")[4]
@@ -303,6 +307,25 @@ def _brief(execution: dict[str, Any] | None) -> str:
         return "no execution"
     keys = ("state", "exitCode", "killed", "hung", "endTime")
     return "{" + ", ".join(f"{k}={execution.get(k)!r}" for k in keys) + "}"
+
+
+def fill(path: Path) -> int:
+    """Write zeros to ``path`` until the file system is full (ENOSPC); the bytes written."""
+    written = 0
+    chunk = b"\0" * 65536
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                written += f.write(chunk)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+        while True:  # the last few bytes, so no page is left for anyone
+            try:
+                written += f.write(b"\0" * 512)
+            except OSError:
+                break
+    return written
 
 
 def names(rows: Iterable[Any]) -> list[str]:

@@ -4,15 +4,50 @@ nothing left behind after cleanup, the ledger agrees with the simulator)."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
-from fault_support import FaultWorld, fleet, wait_for
+from fault_support import FaultWorld, fill, fleet, wait_for
+
+from azrun.fleet import FleetOptions
+from azrun.sim.fleettypes import Faults
+from azrun.sim.state import World as SimWorld
 
 World = Callable[..., FaultWorld]
 RUN = ("run", "--tag", "env=prod", "--output-mode", "summary")
+
+
+def test_the_checks_can_fail(world: World) -> None:
+    """The harness itself: a second execution, a ledger that disagrees and a run command left
+    behind are each caught (a check that cannot fail proves nothing)."""
+    w = world(fleet(vms=3))
+    assert w.azrun(*RUN, "--command", "echo once", "--keep").returncode == 0
+    rid = w.run_id()
+    body = {"location": "westeurope", "properties": {"source": {"script": "echo twice"}, "asyncExecution": True}}
+    with w.compute() as client:  # the same run command, changed: the agent runs it again
+        client.virtual_machine_run_commands.begin_create_or_update("rg", "vm-002", f"azrun-{rid}", body).result()
+    w.wait_started(4)
+    with pytest.raises(AssertionError, match="ran more than once"):
+        w.check(cleanup=False)
+    assert w.azrun(*RUN, "--command", "echo again").returncode == 0
+    from azrun.ledger import Ledger
+
+    with Ledger.open(w.state_dir) as led:  # the ledger now says vm-003 exited 3
+        led.update_target(w.run_id(), w.targets()[2].target.resource_id, exit_code=3)
+    with pytest.raises(AssertionError, match="vm-003: ledger Succeeded exit=3"):
+        w.check(cleanup=False)
+    with Ledger.open(w.state_dir) as led:
+        led.update_target(w.run_id(), w.targets()[2].target.resource_id, exit_code=0)
+    w.check(cleanup=False)  # healed: the same check passes
+    with w.compute() as client:  # not azrun's: cleanup leaves it, and the check says so
+        client.virtual_machine_run_commands.begin_create_or_update(
+            "rg", "vm-001", "not-azrun", {"location": "westeurope", "properties": {"source": {"script": "true"}}}).result()
+    with pytest.raises(AssertionError, match=r"left behind after cleanup.*vm-001/not-azrun"):
+        w.check()
 
 
 def test_429_storm(world: World) -> None:
@@ -179,5 +214,54 @@ def test_sigterm_then_resume(world: World) -> None:
     assert w.status()["status"] == "interrupted"
     done = w.azrun("resume", w.run_id(), "--output-mode", "summary")
     assert done.returncode == 0, done.stderr
+    v = w.check()
+    assert v.count("Succeeded") == 4
+
+
+def test_disk_full(world: World, small_disk: Path) -> None:
+    w = world(fleet(vms=4), state_dir=small_disk / "state")
+    proc = w.spawn(*RUN, "--script", w.script("sleep 2; echo done\n"), "--max-concurrency", "2")
+    w.wait_started(2)
+    fill(small_disk / "filler")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 8, err  # local state, not "a target failed"
+    assert "Traceback" not in err and ("No space left" in err or "full" in err), err
+    assert "azrun resume" in err, err  # the way out is named
+    (small_disk / "filler").unlink()
+    done = w.azrun("resume", w.run_id(), "--output-mode", "summary")
+    assert done.returncode == 0, done.stderr
+    v = w.check()
+    assert v.count("Succeeded") == 4
+
+
+_SIM_FAULTS = {f.name for f in dataclasses.fields(Faults)}
+_needs_never_start = pytest.mark.skipif("agents_never_start" not in _SIM_FAULTS or not hasattr(FleetOptions, "start_timeout_s"),
+                                        reason="needs the simulator's agents_never_start fault and --start-timeout")
+_needs_outage = pytest.mark.skipif(not hasattr(SimWorld, "outage"), reason="needs the simulator's POST /_sim/outage")
+
+
+@_needs_never_start
+def test_agent_never_starts(world: World) -> None:
+    w = world(fleet(vms=4, faults='agents_never_start = ["vm-003"]'))
+    done = w.azrun(*RUN, "--command", "echo up", "--start-timeout", "3s", "--max-errors", "1")
+    assert done.returncode == 1, done.stderr
+    v = w.check()
+    assert v.states["vm-003"] == "Undeliverable" and v.count("Succeeded") == 3
+    message = next(t["message"] for t in v.status["targets"] if t["name"] == "vm-003")
+    assert "never started" in message, message
+
+
+@_needs_outage
+@pytest.mark.slow
+def test_controller_outage(world: World) -> None:
+    # the issue's 2 minutes, scaled to the fast profile: ARM refuses every connection for 8 s while
+    # the scripts run (the scouts poll every 1 s, so many polls fail) and the scripts end meanwhile
+    w = world(fleet(vms=4))
+    proc = w.spawn(*RUN, "--script", w.script("sleep 2; echo done\n"))
+    w.wait_started(4)
+    w.sim.admin_post("outage", {"seconds": 8, "mode": "refuse"})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err  # unreachable is not failed
+    assert "lost contact" in out + err, out + err  # and the summary says so
     v = w.check()
     assert v.count("Succeeded") == 4
