@@ -147,6 +147,9 @@ def test_container_deleted_mid_run(world: World) -> None:
     assert "Traceback" not in err, err
     v = w.check()
     assert v.count("Succeeded") == 4  # the scripts succeeded; only their output went missing
+    logs = w.azrun("logs", v.run_id)  # item 8: the lost end is shown from the instance view, marked
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.count("(stdout) after") == 4 and "blob is short" in logs.stdout, logs.stdout
 
 
 @pytest.mark.parametrize("point", ["dispatch", "running", "cleanup"])
