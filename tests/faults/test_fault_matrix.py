@@ -165,6 +165,8 @@ def test_kill_9_then_resume(world: World, point: str) -> None:
         wait_for(lambda: any(t.state.terminal and t.cleaned_at is None for t in w.targets()), what="cleaning")
     w.kill9(proc)
     assert w.status()["status"] == "running"  # the crash left the run behind
+    if point == "dispatch":  # resume must settle a PUT of unknown outcome by name
+        assert w.counts().get("Dispatching", 0) >= 1
     w.set_faults()
     done = w.azrun("resume", w.run_id(), "--output-mode", "summary")
     assert done.returncode == 0, done.stderr
