@@ -38,6 +38,7 @@ SUB = "11111111-1111-4111-8111-111111111111"
 TERMINAL = frozenset({"Succeeded", "Failed", "TimedOut", "Canceled", "Skipped", "Undeliverable"})
 NEVER_SENT = frozenset({"Skipped", "Undeliverable", "Pending"})
 HANDLER_PRE_START = frozenset({-100, -101, -102})  # script download, output blob creation, runAsUser
+_NEVER_PRINTED = ("Traceback (most recent call last)", "object at 0x")  # tracebacks, reprs (issue 14, 15)
 _OWNER = "0a0a0a0a-0000-4000-8000-00000000fa17"  # not in the fleet's access table: an owner
 _CHECKOUT = Path(__file__).resolve().parents[2]
 
@@ -130,14 +131,24 @@ class FaultWorld:
         return [sys.executable, "-m", "azrun", *args]
 
     def azrun(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, timeout=timeout_s,
+        done = subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True, timeout=timeout_s,
                               stdin=subprocess.DEVNULL)
+        for junk in _NEVER_PRINTED:  # whatever the fault, azrun speaks in one-line causes
+            assert junk not in done.stdout + done.stderr, f"azrun {' '.join(args)} printed {junk!r}: {done.stderr}"
+        return done
 
     def spawn(self, *args: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen(self.argv(*args), env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, text=True)
         self.children.append(proc)
         return proc
+
+    def wait(self, proc: subprocess.Popen[str], timeout_s: float = 120) -> tuple[str, str]:
+        """The spawned azrun's stdout and stderr once it exits (no traceback, no repr in them)."""
+        out, err = proc.communicate(timeout=timeout_s)
+        for junk in _NEVER_PRINTED:
+            assert junk not in out + err, f"azrun printed {junk!r}: {err}"
+        return out, err
 
     def kill9(self, proc: subprocess.Popen[str]) -> None:
         """kill -9, and reap it (a zombie's pid still looks alive to the lease check)."""
