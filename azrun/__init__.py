@@ -35,6 +35,13 @@ _LAZY: dict[str, str] = {
     "RunStatus": "azrun.fleet",
     "ProgressSnapshot": "azrun.fleet",
     "CleanupReport": "azrun.fleet",
+    "FleetEvent": "azrun.fleet",
+    "TargetDispatched": "azrun.fleet",
+    "TargetRunning": "azrun.fleet",
+    "OutputLine": "azrun.fleet",
+    "TargetFinished": "azrun.fleet",
+    "Progress": "azrun.fleet",
+    "RunSummary": "azrun.fleet",
     "RunSpec": "azrun.models",
     "Target": "azrun.models",
     "TargetKind": "azrun.models",
@@ -49,6 +56,7 @@ _LAZY: dict[str, str] = {
     "Ledger": "azrun.ledger",
     "OutputStore": "azrun.output",
     "AzrunError": "azrun.errors",
+    "DurableFleet": "azrun.durable",
 }
 
 __all__ = [
@@ -56,23 +64,31 @@ __all__ = [
     "Budget",
     "CleanupReport",
     "ClientFactory",
+    "DurableFleet",
     "Fleet",
+    "FleetEvent",
     "FleetObserver",
     "FleetOptions",
     "FleetResult",
     "Ledger",
+    "OutputLine",
     "OutputRef",
     "OutputStore",
+    "Progress",
     "ProgressSnapshot",
     "RunHandle",
     "RunId",
     "RunSpec",
     "RunStatus",
+    "RunSummary",
     "Selection",
     "Selector",
     "Target",
+    "TargetDispatched",
+    "TargetFinished",
     "TargetKind",
     "TargetResult",
+    "TargetRunning",
     "TargetState",
     "__version__",
     "run",
@@ -80,16 +96,24 @@ __all__ = [
 
 if TYPE_CHECKING:
     from azrun.clients import ClientFactory
+    from azrun.durable import DurableFleet
     from azrun.errors import AzrunError
     from azrun.fleet import (
         Budget,
         CleanupReport,
         Fleet,
+        FleetEvent,
         FleetObserver,
         FleetOptions,
+        OutputLine,
+        Progress,
         ProgressSnapshot,
         RunHandle,
         RunStatus,
+        RunSummary,
+        TargetDispatched,
+        TargetFinished,
+        TargetRunning,
     )
     from azrun.ledger import Ledger
     from azrun.models import (
@@ -122,13 +146,19 @@ def __dir__() -> list[str]:
 def run(
     targets: Selector | Selection | Sequence[Target] | Target,
     spec: RunSpec | str,
-    **kwargs: Any,
+    *,
+    options: FleetOptions | None = None,
+    max_concurrency: str | int | None = None,
+    max_errors: str | int | None = None,
+    canary: int | None = None,
+    keep: bool | None = None,
+    observer: FleetObserver | None = None,
 ) -> FleetResult:
     """Run ``spec`` on ``targets`` and wait (sync; starts its own event loop).
 
-    Uses :meth:`Fleet.from_env` (cloud, identity, throttle, state dir from the environment);
-    ``kwargs`` go to :meth:`Fleet.run` (``max_concurrency``, ``max_errors``, ``canary``,
-    ``keep``, ``observer`` ...). Not for use inside a running event loop: use :class:`Fleet`.
+    Uses :meth:`Fleet.from_env` (cloud, identity, output storage, state dir: the settings
+    ``azrun run`` uses); the keyword arguments are :meth:`Fleet.run`'s. Not for use inside a
+    running event loop: use :class:`Fleet`.
     """
     import asyncio
 
@@ -136,6 +166,7 @@ def run(
 
     async def go() -> FleetResult:
         async with Fleet.from_env() as fleet:
-            return await fleet.run(targets, spec, **kwargs)
+            return await fleet.run(targets, spec, options=options, max_concurrency=max_concurrency,
+                                   max_errors=max_errors, canary=canary, keep=keep, observer=observer)
 
     return asyncio.run(go())

@@ -89,11 +89,13 @@ class ClientFactory:
 
     # -- credentials -------------------------------------------------------------------------
     def credential(self) -> TokenCredential:
+        """The process-wide credential for this factory's identity (tokens shared, refreshed once)."""
         from azrun import auth
 
         return auth.get_credential(self.identity, cloud=self.cloud, mode=self.auth_mode)  # type: ignore[arg-type]
 
-    def async_credential(self) -> AsyncTokenCredential:
+    def acredential(self) -> AsyncTokenCredential:
+        """The async twin of :meth:`credential`, over the same tokens."""
         from azrun import auth
 
         return auth.get_async_credential(self.identity, cloud=self.cloud, mode=self.auth_mode)  # type: ignore[arg-type]
@@ -119,43 +121,49 @@ class ClientFactory:
 
     # -- sync clients ------------------------------------------------------------------------
     def compute(self, subscription_id: str) -> ComputeManagementClient:
+        """A new sync Compute client for ``subscription_id`` (close it yourself)."""
         from azure.mgmt.compute import ComputeManagementClient
 
         return ComputeManagementClient(self.credential(), subscription_id, **self._kwargs(aio=False))
 
     def resources(self, subscription_id: str) -> ResourceManagementClient:
+        """A new sync Resources client for ``subscription_id`` (close it yourself)."""
         from azure.mgmt.resource.resources import ResourceManagementClient
 
         return ResourceManagementClient(self.credential(), subscription_id, **self._kwargs(aio=False))
 
     def subscriptions(self, credential: TokenCredential | None = None) -> SubscriptionClient:
+        """A new sync Subscriptions client (close it yourself)."""
         from azure.mgmt.resource.subscriptions import SubscriptionClient
 
         return SubscriptionClient(credential or self.credential(), **self._kwargs(aio=False))
 
     # -- aio clients (cached; closed by aclose) ------------------------------------------------
-    def aio_compute(self, subscription_id: str) -> AsyncComputeManagementClient:
+    def acompute(self, subscription_id: str) -> AsyncComputeManagementClient:
+        """The async Compute client for ``subscription_id`` (cached; :meth:`aclose` closes it)."""
         from azure.mgmt.compute.aio import ComputeManagementClient
 
         return self._cached(
             ("compute", subscription_id),
-            lambda: ComputeManagementClient(self.async_credential(), subscription_id, **self._kwargs(aio=True)),
+            lambda: ComputeManagementClient(self.acredential(), subscription_id, **self._kwargs(aio=True)),
         )
 
-    def aio_resources(self, subscription_id: str) -> AsyncResourceManagementClient:
+    def aresources(self, subscription_id: str) -> AsyncResourceManagementClient:
+        """The async Resources client for ``subscription_id`` (cached; :meth:`aclose` closes it)."""
         from azure.mgmt.resource.resources.aio import ResourceManagementClient
 
         return self._cached(
             ("resources", subscription_id),
-            lambda: ResourceManagementClient(self.async_credential(), subscription_id, **self._kwargs(aio=True)),
+            lambda: ResourceManagementClient(self.acredential(), subscription_id, **self._kwargs(aio=True)),
         )
 
-    def aio_subscriptions(self) -> AsyncSubscriptionClient:
+    def asubscriptions(self) -> AsyncSubscriptionClient:
+        """The async Subscriptions client (cached; :meth:`aclose` closes it)."""
         from azure.mgmt.resource.subscriptions.aio import SubscriptionClient
 
         return self._cached(
             ("subscriptions", ""),
-            lambda: SubscriptionClient(self.async_credential(), **self._kwargs(aio=True)),
+            lambda: SubscriptionClient(self.acredential(), **self._kwargs(aio=True)),
         )
 
     def _cached(self, key: tuple[str, str], build: Callable[[], _C]) -> _C:
@@ -165,6 +173,7 @@ class ClientFactory:
         return cast(_C, client)
 
     async def aclose(self) -> None:
+        """Close the cached async clients."""
         clients, self._aio = list(self._aio.values()), {}
         for client in clients:
             await client.close()

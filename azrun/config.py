@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_ERRORS",
+    "DEFAULT_START_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
     "KEYS",
     "MAX_TIMEOUT_S",
@@ -70,6 +71,9 @@ __all__ = [
 DEFAULT_MAX_CONCURRENCY = "50"
 DEFAULT_MAX_ERRORS = "0"
 DEFAULT_TIMEOUT_S = 3600
+#: How long a dispatched script may wait for the VM agent to pick it up (its reported start)
+#: before azrun gives up on it: a VM's first run command installs the handler, which takes minutes.
+DEFAULT_START_TIMEOUT_S = 900
 DEFAULT_AUTH = "auto"
 #: The output blobs' SAS and a user delegation key live at most 7 days; a run's SAS must cover
 #: its timeout + the watchdog grace (10 %) + a 1 h margin, so 6 days is the longest honest timeout.
@@ -217,6 +221,10 @@ SETTINGS: tuple[SettingKey, ...] = (
     SettingKey("blob_identity", ("AZRUN_BLOB_IDENTITY",), None),
     SettingKey("state_dir", ("AZRUN_STATE_DIR",), None),
     SettingKey("throttle", ("AZRUN_THROTTLE",), "on", _on_off),
+    # the durable engine (azrun worker, azrun durable): a Durable Task Scheduler endpoint
+    # (https://...) or a local scheduler's host:port, and the task hub
+    SettingKey("durable_endpoint", ("AZRUN_DURABLE_ENDPOINT",), None),
+    SettingKey("durable_taskhub", ("AZRUN_DURABLE_TASKHUB",), "default"),
 )  # fmt: skip
 _BY_NAME = {key.name: key for key in SETTINGS}
 #: key -> (its main environment variable, default): what ``azrun config show`` lists.
@@ -249,6 +257,24 @@ def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
     if sys.platform == "darwin" and not env.get("XDG_STATE_HOME"):
         return Path.home() / "Library" / "Application Support" / "azrun"
     return Path(env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")) / "azrun"
+
+
+def azure_cli_default(environ: Mapping[str, str] | None = None) -> str | None:
+    """The Azure CLI's default subscription id (``az account set``: ``isDefault`` in
+    ``$AZURE_CONFIG_DIR/azureProfile.json``, default ``~/.azure``), or None (no profile, not
+    logged in, unreadable)."""
+    import json
+
+    env = os.environ if environ is None else environ
+    base = env.get("AZURE_CONFIG_DIR") or str(Path(env.get("HOME") or Path.home()) / ".azure")
+    try:
+        data = json.loads((Path(base) / "azureProfile.json").read_text(encoding="utf-8-sig"))  # az writes a BOM
+    except (OSError, ValueError):
+        return None
+    for sub in data.get("subscriptions") or () if isinstance(data, dict) else ():
+        if isinstance(sub, dict) and sub.get("isDefault") and sub.get("id"):
+            return str(sub["id"])
+    return None
 
 
 def state_dir(environ: Mapping[str, str] | None = None, override: str | Path | None = None) -> Path:
@@ -366,8 +392,18 @@ class Settings:
 
     # -- typed views: what the CLI and Fleet.from_env build from -----------------------------------
     def subscriptions(self) -> tuple[str, ...]:
+        """The subscription scope when a selector names none: the setting (flag,
+        ``AZURE_SUBSCRIPTION_ID``, config file), else, when azrun may use the Azure CLI's login
+        (auth ``auto`` or ``cli``), the Azure CLI's default subscription, as ``az`` does."""
         value = self.get("subscription")
-        return tuple(value) if value else ()
+        if isinstance(value, list | tuple):
+            return tuple(str(v).strip() for v in value if str(v).strip())
+        if value:
+            return tuple(v.strip() for v in str(value).split(",") if v.strip())
+        if self.auth_mode() in ("auto", "cli"):
+            default = azure_cli_default(self.environ)
+            return (default,) if default else ()
+        return ()
 
     def identity(self) -> IdentitySelector | None:
         """The user-assigned identity named, or None (system-assigned, or the login's own)."""

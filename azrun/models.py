@@ -42,6 +42,7 @@ class TargetState(StrEnum):
 
     @property
     def terminal(self) -> bool:
+        """True for the final states (the target will not change again)."""
         return self in TERMINAL_STATES
 
     @property
@@ -83,10 +84,12 @@ class Target:
 
     @property
     def running(self) -> bool:
+        """True when the machine's power state is running."""
         return self.power_state == "running"
 
     @property
     def sort_key(self) -> tuple[str, str, str, int, str]:
+        """The order targets are listed and dispatched in (subscription, group, name)."""
         inst = int(self.instance_id) if self.instance_id and self.instance_id.isdigit() else -1
         return (
             self.subscription_id.lower(),
@@ -97,9 +100,11 @@ class Target:
         )
 
     def tag_dict(self) -> dict[str, str]:
+        """The machine's tags as a dict."""
         return dict(self.tags)
 
     def to_dict(self) -> dict[str, Any]:
+        """The target as JSON-ready camelCase keys (what ``azrun targets -o json`` prints)."""
         return {
             "id": self.resource_id,
             "name": self.name,
@@ -153,6 +158,7 @@ class RunSpec:
 
     @property
     def script_sha256(self) -> str:
+        """SHA-256 of the script text (what the ledger and the report show instead of it)."""
         body = self.script or self.script_uri or self.command_id or ""
         return hashlib.sha256(body.encode()).hexdigest()
 
@@ -203,9 +209,12 @@ class TargetResult:
     stdout_tail: str = ""
     stderr_tail: str = ""
     arm_requests: int = 0
+    attempt: int = 1  # delivery attempts made (``--retries``)
+    wave: int = 0  # rollout wave (``--waves``; 0 when the run has none)
 
     @property
     def succeeded(self) -> bool:
+        """True when the script ran and exited 0."""
         return self.state is TargetState.SUCCEEDED
 
 
@@ -215,20 +224,25 @@ class FleetResult:
 
     run_id: RunId
     results: tuple[TargetResult, ...]
+    notes: tuple[str, ...] = ()  # what the run itself went through (e.g. lost contact with Azure)
 
     @property
     def succeeded(self) -> tuple[TargetResult, ...]:
+        """The targets that succeeded."""
         return tuple(r for r in self.results if r.state is TargetState.SUCCEEDED)
 
     @property
     def failed(self) -> tuple[TargetResult, ...]:
+        """The targets that count as errors (failed, timed out, undeliverable)."""
         return tuple(r for r in self.results if r.state.counts_as_error)
 
     @property
     def ok(self) -> bool:
+        """True when no target counts as an error (skipped machines are fine)."""
         return all(r.state in (TargetState.SUCCEEDED, TargetState.SKIPPED) for r in self.results)
 
     def counts(self) -> dict[str, int]:
+        """How many targets ended in each state."""
         out: dict[str, int] = {}
         for r in self.results:
             out[r.state.value] = out.get(r.state.value, 0) + 1

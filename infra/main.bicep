@@ -70,6 +70,14 @@ param deployAutomation bool = true
 @description('Deploy a Linux Hybrid Runbook Worker VM for the runbook (one more VM).')
 param deployHybridWorker bool = false
 
+@description('Deploy the durable engine: a Durable Task Scheduler and `azrun worker` replicas on Container Apps.')
+param deployDurable bool = false
+
+@description('Worker replicas of the durable engine.')
+@minValue(1)
+@maxValue(30)
+param durableWorkerReplicas int = 2
+
 @description('What the hybrid worker installs with pip (package name, wheel URL or git URL).')
 param azrunPipSpec string = 'azrun'
 
@@ -174,6 +182,25 @@ module automation 'modules/automation.bicep' = if (deployAutomation) {
   }
 }
 
+module durable 'modules/durable.bicep' = if (deployDurable) {
+  scope: rg
+  name: 'azrun-durable'
+  params: {
+    location: location
+    prefix: prefix
+    runnerIdentityId: identity.outputs.runnerId
+    runnerClientId: identity.outputs.runnerClientId
+    runnerPrincipalId: identity.outputs.runnerPrincipalId
+    outputContainerUrl: storage.outputs.containerUrl
+    blobIdentityClientId: identity.outputs.vmOutputClientId
+    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalType: operatorPrincipalType
+    azrunPipSpec: azrunPipSpec
+    workerReplicas: durableWorkerReplicas
+    tags: commonTags
+  }
+}
+
 output resourceGroupName string = rg.name
 output subscriptionId string = subscription().subscriptionId
 output outputContainerUrl string = storage.outputs.containerUrl
@@ -184,6 +211,8 @@ output targetTag string = '${testTagName}=${testTagValue}'
 output machineCount int = fleet.outputs.machineCount
 output functionAppName string = deployFunctionApp ? functionApp!.outputs.name : ''
 output automationAccountName string = deployAutomation ? automation!.outputs.name : ''
+output durableEndpoint string = deployDurable ? durable!.outputs.schedulerEndpoint : ''
+output durableTaskHub string = deployDurable ? durable!.outputs.taskHubName : ''
 // Paste into $XDG_CONFIG_HOME/azrun/config.toml (see infra/README.md).
 output azrunConfigToml string = join(
   [

@@ -23,13 +23,14 @@ def fleet_toml(
     faults: str = "",
     limits: str = "",
     access: str = "",
+    start_delay_s: float = 0.05,
 ) -> str:
     """A one-subscription world: ``vm-001..`` (tag env=prod; vm-001 is this IMDS's VM with a system
     identity), optional Uniform ``ss`` / Flexible ``fx`` scale sets and stopped VMs."""
     parts = [
         "[sim]",
         'current_vm = "rg/vm-001"',
-        "agent_start_delay_s = 0.05",
+        f"agent_start_delay_s = {start_delay_s}",
         "agent_upload_interval_s = 0.3",
         "agent_status_interval_s = 0.2",
         "seed = 3",
@@ -54,6 +55,7 @@ def fleet_toml(
         '    name = "vm-{i:03d}"',
         f"    count = {vms}",
         "    system_identity = true",
+        '    system_identity_storage_role = "contributor"',  # granted, as it must be in Azure
         '    tags = { env = "prod" }',
     ]
     for name in stopped:

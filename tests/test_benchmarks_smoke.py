@@ -178,3 +178,12 @@ def test_bench_sim_tiny() -> None:
     assert result["arm_requests"] > 0
     rows = bench.report(result)
     assert rows[0].figure.startswith("ready")
+
+
+def test_bench_heartbeat_tiny() -> None:
+    bench = load("bench_heartbeat")
+    out = bench.run(3)
+    assert out["counts"] == {"Succeeded": 3} and out["ticks"] > 50
+    assert 0 <= out["lag_p50_ms"] <= out["lag_p99_ms"] <= out["lag_max_ms"]
+    rows = bench.report(out)
+    assert rows[0].goal == "< 5 ms" and rows[0].met is (out["lag_p99_ms"] < 5)

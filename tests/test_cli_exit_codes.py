@@ -54,7 +54,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 def test_no_such_run_exits_3(tmp_path: Path) -> None:
     state = str(tmp_path / "s")
-    for command in ("status", "resume", "rerun", "cancel", "logs"):
+    for command in ("status", "resume", "rerun", "cancel", "logs", "report"):
         proc = _azrun(command, "20991231-2359-abcdef", *(["--failed"] if command == "rerun" else []),
                       AZRUN_STATE_DIR=state)
         assert proc.returncode == 3, (command, proc.stderr)

@@ -114,22 +114,51 @@ def test_output_and_query_on_every_data_command(local_azure: Any, tmp_path: Path
     assert plan.returncode == 0, plan.stderr
     assert json.loads(plan.stdout)["dispatch"] is False
 
+    config = _azrun(local_azure, tmp_path, "config", "show", "-o", "json", "--no-color", "-q")
+    assert config.returncode == 0, config.stderr
+    assert {"configFile", "configFileExists", "settings"} <= set(json.loads(config.stdout))
+    _no_snake_keys(config.stdout)
+    tsv = _azrun(local_azure, tmp_path, "config", "show", "--query", "settings[?key=='max_concurrency'].source", "-o", "tsv")
+    assert tsv.stdout.strip() in ("default", "env", "config"), tsv.stderr
+
+    report = _azrun(local_azure, tmp_path, "report", "last", "--html", str(tmp_path / "r.html"), "-o", "json")
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout)["file"] == str(tmp_path / "r.html")
+    _no_snake_keys(report.stdout)
+
     cleanup = _azrun(local_azure, tmp_path, "cleanup", "--older-than", "0s", "--dry-run", "-o", "json",
                      "--only-show-errors")
     assert cleanup.returncode == 0, cleanup.stderr
     assert json.loads(cleanup.stdout)["dryRun"] is True and cleanup.stderr == ""
 
 
-@pytest.mark.parametrize("command", ["auth", "targets", "run", "plan", "status", "runs", "cancel", "cleanup", "logs",
-                                     "resume", "rerun"])
+DATA_COMMANDS = ["auth", "auth check", "targets", "run", "plan", "status", "runs", "cancel", "cleanup", "logs",
+                 "resume", "rerun", "report", "config show"]
+
+
+def test_the_data_command_list_is_complete() -> None:
+    """Every command but ``sim up`` (a server in the foreground) prints data: all are listed."""
+    import typer
+
+    import azrun.cli as cli
+
+    found = []
+    for name, cmd in typer.main.get_command(cli.app).commands.items():  # type: ignore[attr-defined]
+        subs = getattr(cmd, "commands", None)
+        if getattr(cmd, "callback", None) is not None and name != "sim":
+            found.append(name)
+        found += [f"{name} {sub}" for sub in (subs or {}) if name != "sim"]
+    assert sorted(found) == sorted(DATA_COMMANDS)
+
+
+@pytest.mark.parametrize("command", DATA_COMMANDS)
 def test_every_data_command_declares_the_global_options(command: str) -> None:
     import typer
 
     import azrun.cli as cli
 
-    group = typer.main.get_command(cli.app)
-    cmd = group.commands[command]  # type: ignore[attr-defined]
-    if command == "auth":
-        cmd = cmd.commands["check"]
+    cmd = typer.main.get_command(cli.app)
+    for part in command.split():
+        cmd = cmd.commands[part]  # type: ignore[attr-defined]
     opts = {o for p in cmd.params for o in p.opts}
     assert {"-o", "--output", "--query", "--only-show-errors", "-q", "-v", "--no-color", "--debug"} <= opts

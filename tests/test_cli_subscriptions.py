@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from azrun.cli._subscriptions import UnknownSubscription, azure_cli_default, subscription_ids
+from azrun.cli._subscriptions import UnknownSubscription, subscription_ids
+from azrun.config import azure_cli_default
 
 PROD = "11111111-1111-4111-8111-111111111111"
 STAGING = "22222222-2222-4222-8222-222222222222"
@@ -35,6 +36,13 @@ def test_azure_cli_default_subscription(tmp_path: Path) -> None:
     assert azure_cli_default({"AZURE_CONFIG_DIR": str(tmp_path)}) == STAGING
     assert azure_cli_default({"AZURE_CONFIG_DIR": str(tmp_path / "none")}) is None
     assert azure_cli_default({"HOME": str(tmp_path)}) is None
+    # the settings layer uses it: the CLI and Fleet.from_env() get the same scope
+    from azrun.config import Settings
+
+    env = {"AZURE_CONFIG_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    assert Settings.load(environ=env).subscriptions() == (STAGING,)
+    assert Settings.load(environ={**env, "AZURE_SUBSCRIPTION_ID": f"{PROD}, {STAGING}"}).subscriptions() == (PROD, STAGING)
+    assert Settings.load(environ={**env, "AZRUN_AUTH": "msi"}).subscriptions() == ()  # not logged in through az
 
 
 def _azrun(sim: Any, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:

@@ -37,8 +37,8 @@ def test_each_layer_overrides_the_one_below(
     monkeypatch.setenv("AZRUN_TIMEOUT", "900")
     report = _show_json(capsys, "--set", "timeout=60")
     rows = _rows(report)
-    assert report["config_file"] == str(path)
-    assert report["config_file_exists"] is True
+    assert report["configFile"] == str(path)
+    assert report["configFileExists"] is True
     assert rows["max_concurrency"] == ("20", "config")
     assert rows["max_errors"] == ("5", "env")
     assert rows["timeout"] == ("60", "flag")
@@ -80,7 +80,7 @@ def test_explicit_config_path_and_azrun_config_variable(
     assert _rows(_show_json(capsys, "--config", str(other)))["max_errors"] == ("9", "config")
     monkeypatch.setenv("AZRUN_CONFIG", str(other))
     report = _show_json(capsys)
-    assert report["config_file"] == str(other)
+    assert report["configFile"] == str(other)
     assert _rows(report)["max_errors"] == ("9", "config")
 
 
@@ -153,6 +153,8 @@ _LAYERS: dict[str, tuple[Any, str, Any, Any]] = {
     "blob_identity": ("system", "cid-env", "cid-flag", "cid-flag"),
     "state_dir": ("/tmp/azrun-file", "/tmp/azrun-env", "/tmp/azrun-flag", "/tmp/azrun-flag"),
     "throttle": ("off", "on", "off", "off"),
+    "durable_endpoint": ("https://f.durabletask.io", "127.0.0.1:4001", "127.0.0.1:4002", "127.0.0.1:4002"),
+    "durable_taskhub": ("hub-file", "hub-env", "hub-flag", "hub-flag"),
 }
 
 

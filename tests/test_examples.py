@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import py_compile
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,6 +25,7 @@ def _load(path: Path, name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -47,6 +50,37 @@ async def test_function_job_runs_on_tagged_machines(local_azure: Any, azure_env:
         assert "hello from" in target["stdout_tail"]
         assert target["stdout_url"] and "sig=" not in target["stdout_url"]
     json.dumps(summary)  # what the HTTP trigger returns must serialise
+
+
+async def test_function_job_detaches_at_its_budget_and_the_next_invocation_resumes(
+    local_azure: Any, azure_env: Any
+) -> None:
+    """The platform's timeout: past AZRUN_FUNCTION_BUDGET_S the run is detached (scripts keep
+    running, the ledger says interrupted), and the next invocation finishes it; nothing runs twice."""
+    from azrun.config import state_dir
+    from azrun.ledger import Ledger
+
+    azure_env(local_azure)
+    env = dict(os.environ)  # the app settings: the local Azure's, and this test's state dir
+    job = _load(EXAMPLES / "functions" / "azrun_job.py", "azrun_job_example_budget")
+    script = 'echo "start $(hostname)"; sleep 3; echo "end $(hostname)"'
+    first = await job.run_on_tag("role=web", script, timeout_s=60, environ={**env, "AZRUN_FUNCTION_BUDGET_S": "1"})
+    assert isinstance(first, job.Detached)
+    assert job.summarize(first)["detached"] is True
+    with Ledger.open(state_dir()) as ledger:
+        assert ledger.run_status(first.run_id) == "interrupted"
+        rows = ledger.targets(first.run_id)
+        assert {r.state.value for r in rows} <= {"Running", "Dispatching", "Pending", "Skipped"}
+    # the next invocation: resumes the detached run before anything else, within its own budget
+    later = await job.resume_detached(budget_s=60)
+    assert [r.run_id for r in later] == [first.run_id] and not isinstance(later[0], job.Detached)
+    result = later[0]
+    assert result.counts() == {"Succeeded": 4, "Skipped": 1}
+    for r in result.succeeded:  # each script ran once, to its end, across the two invocations
+        assert r.stdout_tail.count("start ") == 1 and r.stdout_tail.count("end ") == 1
+    with Ledger.open(state_dir()) as ledger:
+        assert ledger.run_status(first.run_id) == "succeeded"
+    assert await job.resume_detached(budget_s=60) == []  # nothing left for the invocation after
 
 
 def test_runbook_main_prints_one_line_per_machine(

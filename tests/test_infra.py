@@ -118,7 +118,7 @@ def test_the_expected_files_exist() -> None:
     names = {p.name for p in BICEP_FILES}
     assert names == {
         "main.bicep", "identity.bicep", "storage.bicep", "role.bicep",
-        "fleet.bicep", "functionapp.bicep", "automation.bicep",
+        "fleet.bicep", "functionapp.bicep", "automation.bicep", "durable.bicep",
     }  # fmt: skip
     assert (INFRA / "main.bicepparam").is_file()
     assert (INFRA / "README.md").is_file()
@@ -215,6 +215,29 @@ def test_machines_carry_the_selector_tag_and_the_output_identity(files: dict[str
     fleet = files["fleet.bicep"].text
     assert fleet.count("identity: identity") == 3  # VMs, Uniform, Flexible
     assert "orchestrationMode: 'Uniform'" in fleet and "orchestrationMode: 'Flexible'" in fleet
+
+
+def test_durable_engine_scheduler_workers_and_roles(files: dict[str, BicepFile]) -> None:
+    durable = files["durable.bicep"].text
+    assert "Microsoft.DurableTask/schedulers@" in durable and "Microsoft.DurableTask/schedulers/taskHubs@" in durable
+    assert _array(durable, "ipAllowlist") == ["0.0.0.0/0"]  # an empty list would deny every caller
+    # the runner identity works the task hub; the operator schedules and watches runs
+    worker = durable[durable.index("resource workerRole") :]
+    assert "scope: taskHub" in worker and "durableTaskWorker" in worker and "principalId: runnerPrincipalId" in worker
+    assert "80d0d6b0-f522-40a4-8886-a5a11720c375" in durable  # Durable Task Worker
+    assert "0ad04412-c4d5-4796-b79c-f76d14c8d402" in durable  # Durable Task Data Contributor
+    # the workers run `azrun worker` as the runner identity, configured with azrun's own settings
+    app = durable[durable.index("resource workers") :]
+    assert "runnerIdentityId" in app and "exec azrun worker" in app
+    env = re.findall(r"name: '(AZRUN_\w+)'", app)
+    known = {var for var, _ in KEYS.values()}
+    assert set(env) <= known, set(env) - known
+    assert {"AZRUN_DURABLE_ENDPOINT", "AZRUN_DURABLE_TASKHUB", "AZRUN_CLIENT_ID", "AZRUN_OUTPUT_CONTAINER"} <= set(env)
+    assert "scheduler.properties.endpoint" in app
+    # main wires it behind a switch and reports where the scheduler is
+    main = files["main.bicep"].text
+    assert "module durable 'modules/durable.bicep' = if (deployDurable)" in main
+    assert "output durableEndpoint string" in main
 
 
 def test_bicep_files_parse() -> None:

@@ -168,3 +168,21 @@ def test_liveness_of_the_driving_process(ledger: Ledger) -> None:
         child.kill()
         child.wait()
     assert not ledger.require_run("r1").driven_here_by_live_process
+
+
+def test_waves_and_attempts_are_kept_and_a_schema_2_ledger_is_migrated(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "state") as ledger:
+        ledger.create_run("r1", spec=_spec(), targets=[_target(1), _target(2)], waves=[0, 1])
+        ledger.update_target("r1", _target(2).resource_id, attempt=3)
+        rows = {r.target.name: r for r in ledger.targets("r1")}
+        assert (rows["vm-001"].wave, rows["vm-002"].wave, rows["vm-002"].attempt) == (0, 1, 3)
+        assert rows["vm-002"].to_result().attempt == 3 and rows["vm-002"].to_result().wave == 1
+        path = ledger.path
+    with sqlite3.connect(path) as db:  # back to what schema 2 looked like
+        db.execute("ALTER TABLE targets DROP COLUMN attempt")
+        db.execute("ALTER TABLE targets DROP COLUMN wave")
+        db.execute("UPDATE schema_version SET version = 2")
+    with Ledger.open(tmp_path / "state") as again:
+        rows = {r.target.name: r for r in again.targets("r1")}
+        assert (rows["vm-002"].wave, rows["vm-002"].attempt) == (0, 1)
+        assert again._db.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION

@@ -73,7 +73,7 @@ async def factory(env: dict[str, str]) -> AsyncIterator[ClientFactory]:
 
 async def _run(factory: ClientFactory, target: Target, pair: BlobPair, script: str, name: str) -> Any:
     """PUT the run command (async execution) and return when its instance view is terminal."""
-    compute = factory.aio_compute(target.subscription_id)
+    compute = factory.acompute(target.subscription_id)
     props: dict[str, Any] = {
         "source": {"script": script},
         "asyncExecution": True,
@@ -106,7 +106,7 @@ def _state(iv: Any) -> str:
 
 
 async def _delete(factory: ClientFactory, target: Target, name: str) -> None:
-    ops = factory.aio_compute(target.subscription_id).virtual_machine_run_commands
+    ops = factory.acompute(target.subscription_id).virtual_machine_run_commands
     poller = await ops.begin_delete(target.resource_group, target.vm_name, name)
     await poller.result()
 

@@ -37,6 +37,7 @@ name = "Namesakes"
     [[subscription.resource_group.vm]]
     name = "vm-dup"
     system_identity = true
+    system_identity_storage_role = "contributor"
     tags = {{ role = "dup" }}
 
   [[subscription.resource_group]]
@@ -123,7 +124,7 @@ async def test_same_named_machines_keep_their_own_output(
         assert f"[{rg}/vm-dup] (stdout) {blobs[rg].decode().strip()}" in logged.splitlines()
     # raw bytes need one machine: the name alone is ambiguous, rg/name is not
     args = ["logs", result.run_id, "--state-dir", str(tmp_path / "state"), "--stdout", "--target"]
-    assert await asyncio.to_thread(main, [*args, "vm-dup"]) == 2
+    assert await asyncio.to_thread(main, [*args, "vm-dup"]) == 2  # usage: ambiguous
     assert "2 targets match" in capsys.readouterr().err
     assert await asyncio.to_thread(main, [*args, "RG-B/vm-dup"]) == 0
     assert capsys.readouterr().out.encode() == blobs["rg-b"]

@@ -605,7 +605,7 @@ async def test_logs_reads_the_ledger_and_prints_what_a_run_streamed(
     assert await asyncio.to_thread(main, ["logs", run_id, "--download", str(tmp_path / "d")]) == 0
     assert (tmp_path / "d" / "s" / "rg" / "vmss-api" / "2" / "stdout").read_bytes() == b"b1\nb2-no-newline"
     assert (tmp_path / "d" / "s" / "rg" / "vm-l1" / "stderr").read_bytes() == b"e1\n"
-    assert await asyncio.to_thread(main, ["logs", run_id, "--target", "nope"]) == 2
+    assert await asyncio.to_thread(main, ["logs", run_id, "--target", "nope"]) == 3  # not found
     err = capsys.readouterr().err
     assert "no target named nope" in err and "vm-l1" in err
 
@@ -634,10 +634,21 @@ async def test_logs_for_a_run_without_blobs_says_why(
     env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from azrun.cli import main
+    from azrun.ledger import Ledger
+    from azrun.models import RunSpec, TargetState
 
-    assert await asyncio.to_thread(main, ["logs", _run_id()]) == 2
-    err = capsys.readouterr().err
-    assert "has no output blobs" in err
+    # a run the ledger knows, that had no output storage: the ledger's tails are all there is
+    run_id = _run_id()
+    with Ledger.open(Path(os.environ["AZRUN_STATE_DIR"])) as ledger:
+        ledger.create_run(run_id, spec=RunSpec(script="echo hi", script_name="inline"), targets=[_target("vm-x")])
+        ledger.update_target(run_id, _target("vm-x").resource_id, state=TargetState.SUCCEEDED)
+    assert await asyncio.to_thread(main, ["logs", run_id]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "has no output blobs" in err[0] and "azrun status" in err[1], err
+    # a run nobody knows: "no such run", and no note about masking a run that does not exist
+    assert await asyncio.to_thread(main, ["logs", _run_id()]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no such run" in err[0], err
 
 
 async def test_logs_says_a_blob_is_short_and_shows_the_recorded_lines(

@@ -137,6 +137,14 @@ async def test_submit_poll_delete_on_both_paths(client: RunCommandClient, sim: A
     listed = await client.list(target)
     assert [(i.name, i.finished) for i in listed if i.name == name] == [(name, True)]
     assert await client.delete(target, name, counter=statuses.append)
+    # as recorded, the DELETE's operation lasts (0.3 s on the fast profile) and the run command
+    # stays listed as Deleting meanwhile
+    deleting = await client.get(target, name)
+    assert deleting is None or deleting.provisioning_state == "Deleting"
+    for _ in range(100):
+        if await client.get(target, name) is None:
+            break
+        await asyncio.sleep(0.05)
     assert await client.get(target, name) is None
     assert statuses == [201, 202]
     ran = [e for e in executions(sim) if e["runCommand"] == name]

@@ -211,3 +211,69 @@ def test_unknown_policies_are_logged_and_the_most_restrictive_count_honoured(cap
     assert "BrandNewPolicyResource" in caplog.text and "learned" in caplog.text
     # the next write on that VM waits for the learned bucket (2 left, then its refill)
     assert throttle.buckets_for(classify("PUT", VM_RUN))[-1].level() == 2
+
+
+# -- the local Azure speaks the same headers, and azrun reads them ------------------------------
+from azrun.sim.arm import policies as sim_policies  # noqa: E402
+from azrun.sim.arm.throttle import Throttler  # noqa: E402
+from azrun.sim.fleettypes import Limits  # noqa: E402
+
+#: What a fresh local Azure answers per operation: the highest counts recorded (limit - 1).
+SIM_CURRENT = {
+    sim_policies.VM_UPDATE: "Microsoft.Compute/UpdateVMSubscriptionMaximum;1499,Microsoft.Compute/UpdateVMResource;11",
+    sim_policies.VM_GET: "Microsoft.Compute/LowCostGetSubscriptionMaximum;23999,Microsoft.Compute/LowCostGetResource;35",
+    sim_policies.OPERATION: (
+        "Microsoft.Compute/GetOperationResource;59,Microsoft.Compute/GetOperationSubscriptionMaximum;14999"),
+    sim_policies.VMSS_VM_UPDATE: VMSS_PUT,
+    sim_policies.VMSS_VM_DELETE: VMSS_DELETE,
+    sim_policies.VMSS_VM_GET: VMSS_GET,
+    sim_policies.VM_LIST: "Microsoft.Compute/HighCostGetSubscriptionMaximum;899",
+}
+SIM_LEGACY = {
+    sim_policies.VM_UPDATE: "Microsoft.Compute/UpdateVM3Min;239,Microsoft.Compute/UpdateVM30Min;1199",
+    sim_policies.VM_GET: "Microsoft.Compute/LowCostGet3Min;3999,Microsoft.Compute/LowCostGet30Min;31999",
+    sim_policies.OPERATION: "Microsoft.Compute/GetOperation3Min;14999,Microsoft.Compute/GetOperation30Min;29999",
+    sim_policies.VMSS_VM_UPDATE: "Microsoft.Compute/VMScaleSetBatchedVMRequests5Min;1199,Microsoft.Compute/VmssQueuedVMOperations;0",
+    sim_policies.VM_LIST: "Microsoft.Compute/HighCostGet3Min;139,Microsoft.Compute/HighCostGet30Min;699",
+}
+
+
+@pytest.mark.parametrize(("header_format", "expected"), [("current", SIM_CURRENT), ("legacy", SIM_LEGACY)])
+def test_the_local_azure_answers_the_recorded_policy_names_and_order(header_format: str, expected: dict[str, str]) -> None:
+    for operation, header in expected.items():
+        throttler = Throttler(Limits(header_format=header_format))
+        got = throttler.compute(operation, subscription=SUB, resource="/vm/1")
+        assert got["x-ms-ratelimit-remaining-resource"] == header, operation
+        charged = operation in (sim_policies.VMSS_VM_UPDATE, sim_policies.VMSS_VM_DELETE)
+        assert ("x-ms-request-charge" in got) == charged, operation  # as recorded
+
+
+def test_scale_set_instance_listing_is_charged_per_instance_and_list_all_sends_nothing() -> None:
+    throttler = Throttler(Limits())
+    got = throttler.compute(sim_policies.VMSS_LIST, subscription=SUB, resource="/ss", charge=4)
+    assert got == {"x-ms-ratelimit-remaining-resource": VMSS_LIST, "x-ms-request-charge": "4"}  # test_vmss_vms
+    assert throttler.compute(sim_policies.VM_LIST_ALL, subscription=SUB, resource=None) == {}
+
+
+@pytest.mark.parametrize("header_format", ["current", "legacy"])
+def test_azrun_reconciles_every_header_the_local_azure_sends(header_format: str) -> None:
+    """Every policy the local Azure names is a modelled bucket, a learned one, or a known counter."""
+    sim = Throttler(Limits(header_format=header_format))
+    throttle = Throttle(clock=FakeClock())
+    urls = {
+        sim_policies.VM_UPDATE: ("PUT", VM_RUN), sim_policies.VM_GET: ("GET", VM_RUN),
+        sim_policies.VMSS_VM_UPDATE: ("PUT", VMSS_RUN), sim_policies.VMSS_VM_DELETE: ("DELETE", VMSS_RUN),
+        sim_policies.VMSS_VM_GET: ("GET", VMSS_RUN),
+    }
+    for operation, (method, url) in urls.items():
+        header = sim.compute(operation, subscription=SUB, resource="/x").get("x-ms-ratelimit-remaining-resource")
+        if header is not None:  # legacy scale-set VM reads carry none (recorded 2021-22)
+            observe(throttle, method, url, header)
+    got = names(throttle)
+    if header_format == "current":
+        assert got[f"{VM_KEY}/update-vm"].level == 11 and got[f"{VMSS_KEY}/vmss-vm-delete"].level == 11
+        assert got[f"compute/{SUB}/vmss-vm-get"].level == 5999
+    else:
+        assert got[f"learned/{SUB}/microsoft.compute/updatevm3min"].level == 239
+        # one policy for scale-set VM writes and deletes alike: the DELETE saw the PUT's token gone
+        assert got[f"learned/{SUB}/microsoft.compute/vmscalesetbatchedvmrequests5min"].level == 1198

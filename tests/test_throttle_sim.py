@@ -139,17 +139,17 @@ async def fan_out(gets: int, puts: int, vms: int, recorder: AttemptRecorder | No
     factory = ClientFactory.from_env()
     assert factory.throttle is not None
     if recorder is None:
-        compute = factory.aio_compute(SUB)
+        compute = factory.acompute(SUB)
     else:
         from azure.mgmt.compute.aio import ComputeManagementClient
 
         kwargs = aclient_kwargs(factory.throttle)
         kwargs["per_retry_policies"].append(recorder)
         compute = ComputeManagementClient(
-            factory.async_credential(), SUB, base_url=factory.cloud.arm_endpoint,
+            factory.acredential(), SUB, base_url=factory.cloud.arm_endpoint,
             credential_scopes=[factory.cloud.management_scope], connection_verify=factory.cloud.ca_bundle, **kwargs,
         )
-    await factory.async_credential().get_token(factory.cloud.management_scope)  # the token is not under test
+    await factory.acredential().get_token(factory.cloud.management_scope)  # the token is not under test
 
     async def put(i: int) -> None:
         await compute.virtual_machine_run_commands.begin_create_or_update(

@@ -33,6 +33,8 @@ COMMAND_MODULES = (
     "azrun.cli._report",
     "azrun.cli._config",
     "azrun.cli._sim",
+    "azrun.cli._worker",
+    "azrun.cli._durable",
 )
 
 

@@ -8,13 +8,10 @@ which layer set it. Secret settings show as ``(set)`` and every value passes thr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from azrun._compat import StrEnum
 
 config_app = typer.Typer(
     help="Show the resolved configuration and where each value comes from.", no_args_is_help=True,
@@ -23,14 +20,10 @@ config_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
+    from azrun.cli._globals import with_global_options
+
+    config_app.command("show")(with_global_options(config_show))
     app.add_typer(config_app, name="config")
-
-
-class OutputFormat(StrEnum):
-    """How ``config show`` prints."""
-
-    TABLE = "table"
-    JSON = "json"
 
 
 def parse_set_flags(items: list[str]) -> dict[str, str]:
@@ -69,19 +62,19 @@ def settings_report(flags: dict[str, str], path: Path | None) -> dict[str, Any]:
     ]
     cfg = settings.path
     return {
-        "config_file": str(cfg) if cfg else None,
-        "config_file_exists": bool(cfg and cfg.is_file()),
+        "configFile": str(cfg) if cfg else None,
+        "configFileExists": bool(cfg and cfg.is_file()),
         "settings": rows,
     }
 
 
 def render_table(report: dict[str, Any]) -> str:
     """Plain aligned columns: readable in a terminal and stable in a pipe."""
-    exists = "" if report["config_file_exists"] else " (not found)"
+    exists = "" if report["configFileExists"] else " (not found)"
     header = ("KEY", "VALUE", "SOURCE", "VARIABLE")
     rows = [(r["key"], r["value"] or "-", r["source"], r["variable"]) for r in report["settings"]]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
-    lines = [f"config file: {report['config_file']}{exists}", ""]
+    lines = [f"config file: {report['configFile']}{exists}", ""]
     for row in [header, *rows]:
         lines.append(
             "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + row[3]
@@ -89,11 +82,7 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-@config_app.command("show")
 def config_show(
-    output: Annotated[
-        OutputFormat, typer.Option("--output", "-o", help="table or json.", case_sensitive=False)
-    ] = OutputFormat.TABLE,
     set_: Annotated[
         list[str] | None,
         typer.Option(
@@ -110,8 +99,12 @@ def config_show(
 
     Example: azrun config show --set max-concurrency=10 -o json
     """
+    import sys
+
+    from azrun.cli._format import emit
+    from azrun.cli._globals import current
+
+    options = current()
     report = settings_report(parse_set_flags(set_ or []), config)
-    if output is OutputFormat.JSON:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        typer.echo(render_table(report))
+    emit(report, options.output, sys.stdout, query=options.query, table=render_table,
+         color=not options.colors_off)  # fmt: skip

@@ -180,13 +180,15 @@ def cleanup_cmd(
         verb = "would delete" if dry_run else "deleted"
         doc = {"dryRun": dry_run, "deleted": list(report.deleted), "kept": len(report.kept),
                "failed": [{"id": rid, "reason": why} for rid, why in report.failed],
-               "armRequests": report.arm_requests}
+               "deleting": list(report.deleting), "armRequests": report.arm_requests}
         emit(doc, options.output, sys.stdout, query=options.query, color=not options.colors_off,
              table=lambda _: "\n".join(f"{verb} {rid}" for rid in report.deleted))
         for rid, why in report.failed:
             sys.stderr.write(f"failed {rid}: {why}\n")
-        note(f"{verb} {len(report.deleted)} run command(s); kept {len(report.kept)}; failed {len(report.failed)}; "
-             f"{report.arm_requests} ARM requests")
+        going = f"; {len(report.deleting)} still being deleted by Azure (they count toward the 25 until gone)" \
+            if report.deleting else ""
+        note(f"{verb} {len(report.deleted)} run command(s); kept {len(report.kept)}; failed {len(report.failed)}"
+             f"{going}; {report.arm_requests} ARM requests")
         return int(ExitCode.AZURE) if report.failed else 0
 
     raise typer.Exit(asyncio.run(go()))

@@ -157,13 +157,13 @@ async def _logs(
 
     rid, rows, record = _ledger_run(settings, run_id, state_dir)
     masks = _fingerprints(record)
-    if record is None:
-        _say(f"run {rid} is not in this ledger: protected values it echoed (if any) cannot be masked")
     factory = client_factory(settings)
     store: OutputStore | None = None
     try:
         store, targets = await _open(settings, factory, rid, rows)
         targets = _select(targets, names, rid)
+        if record is None:  # said only once the blobs prove the run exists
+            _say(f"run {rid} is not in this ledger: protected values it echoed (if any) cannot be masked")
         if download is not None:
             saved = await download_logs(store, rid, targets, download, fingerprints=masks, warn=_say)
             total = sum(n for _, n in saved)
@@ -183,7 +183,7 @@ async def _logs(
             await follow_logs(store, rid, refresh, sink, fingerprints=masks, notice=_say, idle_s=idle_s)
         elif len(streams) == 1 and not json_lines and (len(targets) == 1 or names):
             if len(targets) != 1:
-                raise OutputError(
+                raise ConfigError(
                     f"--{streams[0]} prints one target's raw bytes, and {len(targets)} targets match "
                     f"{', '.join(names)}",
                     hint="name one: rg/name or the resource id (`azrun status` lists them)",
@@ -307,10 +307,11 @@ def _usable(connection_string: object, container_url: str) -> str | None:
 def _select(targets: list[LoggedTarget], names: Sequence[str], run_id: str) -> list[LoggedTarget]:
     """The targets ``--target`` names: a display name (every machine of that name), ``rg/name``,
     a blob path (``sub/rg/vm``) or a resource id; all compared case-insensitively."""
+    from azrun.cli._exit import NotFound
     from azrun.output import target_path
 
     if not targets:
-        raise OutputError(
+        raise NotFound(
             f"run {run_id} has no output blobs",
             hint="the run had no output storage configured: only the ledger's last lines remain (`azrun status`)",
         )
@@ -330,7 +331,7 @@ def _select(targets: list[LoggedTarget], names: Sequence[str], run_id: str) -> l
     missing = wanted - set().union(*(keys(t) for t in chosen)) if chosen else wanted
     if missing:
         known = ", ".join(t.target.name for t in targets[:10])
-        raise OutputError(
+        raise NotFound(
             f"run {run_id} has no target named {', '.join(sorted(missing))}",
             hint=f"targets of this run include: {known}",
         )

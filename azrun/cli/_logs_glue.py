@@ -10,6 +10,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from azrun.cli._exit import NotFound
 from azrun.cli._format import OutputFormat
 from azrun.cli._globals import current, with_global_options
 from azrun.cli._runids import NoSuchRun, complete_run_id, resolve_run_id
@@ -43,7 +44,7 @@ def logs_entry(func: Callable[..., None]) -> Callable[..., None]:
             kwargs["json_lines"] = True
         try:
             func(**kwargs)
-        except OutputError as exc:
+        except (OutputError, NotFound) as exc:
             if known or "no output blobs" not in exc.message:
                 raise
             raise NoSuchRun(f"no such run {run_id!r}: not in the ledger, and no output blobs under {run_id}/",

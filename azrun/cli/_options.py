@@ -143,16 +143,8 @@ def client_factory(settings: Settings | None = None) -> ClientFactory:
 
 
 def default_subscriptions(settings: Settings | None = None) -> tuple[str, ...]:
-    """The subscription scope when none is named: ``AZURE_SUBSCRIPTION_ID``, the config file, else
-    (Azure CLI or automatic auth) the Azure CLI's default subscription."""
-    from azrun.cli._subscriptions import azure_cli_default
+    """The subscription scope when none is named (:meth:`azrun.config.Settings.subscriptions`:
+    the setting, else the Azure CLI's default subscription)."""
     from azrun.config import Settings
 
-    settings = settings or Settings.load()
-    value = settings.get("subscription")
-    if not value:
-        default = azure_cli_default() if str(settings.get("auth") or "auto") in ("auto", "cli") else None
-        return (default,) if default else ()
-    if isinstance(value, list | tuple):
-        return tuple(str(v) for v in value if v)
-    return tuple(s.strip() for s in str(value).split(",") if s.strip())
+    return (settings or Settings.load()).subscriptions()

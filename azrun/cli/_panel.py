@@ -9,6 +9,9 @@ Every figure, and what it means:
 * ``completed/s``: targets that ended over the last 15 s (the whole run before 15 s).
 * ``ETA``: remaining targets / completed per second; ``-`` until one target has ended (no
   "ETA 0s" with nothing completed), ``0s`` only when nothing remains.
+* ``wave i/n``: with ``--waves`` (or ``--canary``), the wave being rolled out; while soaking
+  between waves, ``soaking: 4m10s left before wave i+1``; ``retrying N``: targets waiting out
+  the backoff before their next delivery attempt (``--retries``).
 * ``slowest``: the running targets that have run longest, at most three, and only whole groups
   of equal time (rounded as shown): listing three of twenty targets tied at 41 s would single out
   machines that are not slower than the rest, so a tie reads ``20 running for 41s``.
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
 
     from azrun.fleet import ProgressSnapshot
 
-__all__ = ["Figures", "PanelMath", "render_panel", "seconds_text", "slowest_text"]
+__all__ = ["Figures", "PanelMath", "render_panel", "rollout_text", "seconds_text", "slowest_text"]
 
 _RATE_WINDOW_S = 15.0
 _ENDED = frozenset(s.value for s in TargetState if s.terminal and s is not TargetState.SKIPPED)
@@ -67,6 +70,20 @@ def slowest_text(slowest: tuple[tuple[str, float], ...], limit: int = 3) -> str 
     if len(groups) == 1 and len(shown) > 1:
         return f"{len(shown)} running for {seconds_text(shown[0][1])}"
     return " | ".join(f"{name} {seconds_text(secs)}" for name, secs in shown)
+
+
+def rollout_text(snap: ProgressSnapshot) -> str | None:
+    """``wave 2/4`` (and the soak countdown, and targets waiting to retry), or None."""
+    parts = []
+    if snap.wave is not None and snap.waves:
+        if snap.soak_left_s is not None:
+            parts.append(f"wave {snap.wave + 1}/{snap.waves} done | soaking: {seconds_text(snap.soak_left_s)} left "
+                         f"before wave {snap.wave + 2}/{snap.waves}")
+        else:
+            parts.append(f"wave {snap.wave + 1}/{snap.waves}")
+    if snap.retrying:
+        parts.append(f"retrying {snap.retrying}")
+    return " | ".join(parts) or None
 
 
 @dataclass(frozen=True)
@@ -160,6 +177,9 @@ def render_panel(
         f"ARM requests {snapshot.arm_requests} | 429s {throttled} | throttle waits {wait_s:.1f}s | "
         f"polls queued {snapshot.polls_queued}", style="yellow" if throttled or wait_s >= 1 else "dim",
     ))  # fmt: skip
+    rollout = rollout_text(snapshot)
+    if rollout:
+        grid.add_row(Text(rollout, style="bold cyan" if snapshot.soak_left_s is not None else "cyan"))
     slow = slowest_text(snapshot.slowest)
     if slow:
         grid.add_row(Text(f"slowest: {slow}", style="dim"))

@@ -4,7 +4,8 @@ The plan lists:
 
 * the targets, each with the script it would get for its OS (or why it is skipped: stopped, or
   no script for its OS); an obvious OS mismatch is refused exactly as ``run`` refuses it;
-* the waves: the canary first (``--canary N``), then the rest under ``--max-concurrency``;
+* the waves (``--waves``, or the canary as the first wave, or one wave): their targets, size,
+  concurrency, soak before each and per-wave error budget;
 * the pre-checks: the run-command permissions azrun needs on each resource group (from ARM's
   permissions API: ``Microsoft.Authorization/permissions``; "not checked" when it does not
   answer) and the output storage (the same container read + probe-blob write a run does first);
@@ -65,8 +66,12 @@ def register(app: typer.Typer) -> None:
     app.command("plan", epilog=PLAN_EPILOG)(with_global_options(plan))
 
 
-def estimate(n: int, concurrency: int, canary: int, timeout_s: int, limits: Any = None) -> dict[str, Any]:
-    """Seconds the throttle arithmetic allows for ``n`` targets (see the module docstring)."""
+def estimate(
+    n: int, concurrency: int, canary: int, timeout_s: int, limits: Any = None, *,
+    wave_sizes: list[int] | None = None, soak_s: float = 0.0,
+) -> dict[str, Any]:
+    """Seconds the throttle arithmetic allows for ``n`` targets (see the module docstring); with
+    waves, each wave is its own batches (a wave waits for the one before) plus the soaks."""
     from azrun.throttle import ThrottleLimits
 
     limits = limits or ThrottleLimits()
@@ -74,15 +79,19 @@ def estimate(n: int, concurrency: int, canary: int, timeout_s: int, limits: Any 
     arm = limits.arm_writes
     compute = limits.sub_update_vm
     dispatch_s = max(0.0, (writes - arm.burst) / arm.per_s, (writes - compute.burst) / compute.per_s)
-    rest = max(0, n - canary)
-    batches = (1 if canary else 0) + (math.ceil(rest / concurrency) if rest and concurrency else 0)
+    if wave_sizes is None:
+        rest = max(0, n - canary)
+        wave_sizes = ([canary] if canary else []) + ([rest] if rest else [])
+    batches = sum(math.ceil(size / concurrency) for size in wave_sizes if size and concurrency)
+    soaks = soak_s * max(0, len(wave_sizes) - 1)
     return {
         "targets": n,
         "armWrites": writes,
         "dispatchSeconds": round(dispatch_s, 1),
         "batches": batches,
-        "secondsPerMinuteOfScript": round(batches * 60 + dispatch_s, 1),
-        "worstCaseSeconds": round(batches * timeout_s + dispatch_s, 1),
+        "soakSeconds": round(soaks, 1),
+        "secondsPerMinuteOfScript": round(batches * 60 + dispatch_s + soaks, 1),
+        "worstCaseSeconds": round(batches * timeout_s + dispatch_s + soaks, 1),
         "basis": f"ARM writes: burst {arm.burst:g}, {arm.per_s:g}/s; Compute run commands per subscription: "
         f"burst {compute.burst:g}, {compute.per_s * 60:g}/min",
     }
@@ -99,7 +108,7 @@ async def _permissions(factory: ClientFactory, selection: Selection) -> list[dic
     groups = sorted({(t.subscription_id, t.resource_group) for t in selection.targets})
     out: list[dict[str, Any]] = []
     for sub, rg in groups:
-        client = factory.aio_resources(sub)
+        client = factory.aresources(sub)
         url = (f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Authorization/permissions"
                "?api-version=2022-04-01")
         try:
@@ -162,11 +171,7 @@ async def _plan(
                         "script": got[1] if got else spec.script_name})
     targets += [{"name": s.target.name, "id": s.target.resource_id, "os": s.target.os, "action": "skip",
                  "reason": s.reason} for s in selection.skipped]
-    waves = []
-    if canary:
-        waves.append({"wave": 1, "targets": canary, "note": "canary: the rest waits until all succeed"})
-    if n - canary > 0:
-        waves.append({"wave": len(waves) + 1, "targets": n - canary, "concurrency": concurrency})
+    waves, sizes, plan = _waves(selection.targets, opts, concurrency)
     return {
         "dispatch": False,
         "targets": targets,
@@ -175,8 +180,35 @@ async def _plan(
         "maxErrors": str(opts.max_errors),
         "timeoutS": spec.timeout_s,
         "preChecks": {"permissions": permissions, "storage": storage},
-        "estimate": estimate(n, concurrency, canary, spec.timeout_s),
+        "estimate": estimate(n, concurrency, canary, spec.timeout_s, wave_sizes=sizes,
+                             soak_s=plan.soak_s if plan is not None else 0.0),
     }
+
+
+def _waves(targets: Any, opts: Any, concurrency: int) -> tuple[list[dict[str, Any]], list[int], Any]:
+    """The rollout's waves as the run would make them (``--waves``, ``--canary``, or one wave)."""
+    plan = opts.plan()
+    n = len(targets)
+    if plan is None:
+        return ([{"wave": 1, "targets": n, "concurrency": concurrency}] if n else []), [n], None
+    assigned = plan.assign(targets)
+    labels = plan.labels(targets)
+    out, sizes = [], []
+    for i, label in enumerate(labels):
+        size = assigned.count(i)
+        sizes.append(size)
+        wave: dict[str, Any] = {"wave": i + 1, "targets": size, "concurrency": min(concurrency, size),
+                                "label": label, "names": [t.name for t, w in zip(targets, assigned, strict=True)
+                                                          if w == i]}
+        budget = plan.wave_budget(size)
+        if budget is not None:
+            wave["maxErrors"] = budget
+        if plan.canary and i == 0:
+            wave["note"] = "canary: the rest waits until all succeed"
+        elif i > 0 and plan.soak_s:
+            wave["soakBeforeS"] = plan.soak_s
+        out.append(wave)
+    return out, sizes, plan
 
 
 def _table(doc: dict[str, Any]) -> str:
@@ -185,8 +217,12 @@ def _table(doc: dict[str, Any]) -> str:
         lines.append(f"{t['name']:<28} {t['os']:<8} {t['action']:<7} {t.get('script') or t.get('reason') or ''}")
     lines.append("")
     for w in doc["waves"]:
-        extra = f", {w['concurrency']} at a time" if "concurrency" in w else f" ({w['note']})"
-        lines.append(f"wave {w['wave']}: {w['targets']} target(s){extra}")
+        extra = f", {w['concurrency']} at a time"
+        extra += f", soak {w['soakBeforeS']:g}s before" if w.get("soakBeforeS") else ""
+        extra += f", stops the rollout past {w['maxErrors']} error(s)" if "maxErrors" in w else ""
+        extra += f" ({w['note']})" if w.get("note") else ""
+        label = f" [{w['label']}]" if w.get("label") and not w["label"].endswith(" targets") else ""
+        lines.append(f"wave {w['wave']}{label}: {w['targets']} target(s){extra}")
     lines.append(f"max errors {doc['maxErrors']}; timeout {doc['timeoutS']}s per target")
     for p in doc["preChecks"]["permissions"]:
         state = p.get("note") or ("ok" if not p["missing"] else "MISSING " + ", ".join(p["missing"]))
@@ -202,7 +238,8 @@ def _table(doc: dict[str, Any]) -> str:
     lines.append(
         f"estimate: dispatch >= {e['dispatchSeconds']}s for {e['armWrites']} ARM writes; {e['batches']} batch(es): "
         f"about {e['secondsPerMinuteOfScript']}s per minute of script time, at most {e['worstCaseSeconds']}s "
-        f"if every script runs to its timeout ({e['basis']})"
+        f"if every script runs to its timeout" + (f", soaks included ({e['soakSeconds']:g}s)" if e["soakSeconds"] else "")
+        + f" ({e['basis']})"
     )
     return "\n".join(lines)
 

@@ -53,6 +53,8 @@ def target_record(result: TargetResult, *, run_id: str, dispatched_at: datetime 
         "stdoutUrl": result.output.stdout_url,
         "stderrUrl": result.output.stderr_url,
         "armRequests": result.arm_requests,
+        "attempt": result.attempt,
+        "wave": result.wave + 1,  # 1-based; a run without --waves is one wave
     }
 
 
@@ -90,6 +92,7 @@ def run_document(
         "startedAt": _iso(min(starts)) if starts else None,
         "endedAt": _iso(max(ends)) if ends and len(ends) == len(result.results) else None,
         "counts": {"total": len(result.results), **result.counts()},
+        "notes": list(result.notes),
         "ledger": ledger,
         "output": output,
         "targets": [

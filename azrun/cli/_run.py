@@ -34,6 +34,7 @@ from azrun.cli._options import (
     SubscriptionOpt,
     TagOpt,
 )
+from azrun.cli._report import ReportOpt
 from azrun.cli._run_inputs import (
     fleet_options,
     gather_parameters,
@@ -64,15 +65,22 @@ from azrun.cli._run_options import (
     PasswordEnvOpt,
     PasswordFileOpt,
     ProtectedOpt,
+    RetriesOpt,
+    RetryFailedOpt,
     RunAsOpt,
     ScriptLinuxOpt,
     ScriptOpt,
     ScriptUriIdentityOpt,
     ScriptUriOpt,
     ScriptWindowsOpt,
+    SoakOpt,
+    StartTimeoutOpt,
     StateDirOpt,
     SyncOpt,
     TimeoutOpt,
+    WaveErrorsOpt,
+    WavesOpt,
+    rollout_options,
 )
 from azrun.cli._runids import RunIdArg, resolve_run_id
 from azrun.cli._session import note, session
@@ -220,6 +228,12 @@ def run_cmd(
     max_concurrency: ConcurrencyOpt = None,
     max_errors: ErrorsOpt = None,
     canary: CanaryOpt = 0,
+    waves: WavesOpt = None,
+    soak: SoakOpt = None,
+    wave_max_errors: WaveErrorsOpt = None,
+    retries: RetriesOpt = 0,
+    retry_failed_scripts: RetryFailedOpt = False,
+    start_timeout: StartTimeoutOpt = None,
     keep: KeepOpt = False,
     watchdog_grace: GraceOpt = None,
     dry_run: DryRunOpt = False,
@@ -237,10 +251,12 @@ def run_cmd(
     storage_account: AccountOpt = None,
     blob_identity: BlobIdentityOpt = None,
     state_dir: StateDirOpt = None,
+    report: ReportOpt = None,
 ) -> None:
     """Run a script on every selected machine, with concurrency and error budgets."""
     from azrun.cli._options import selector_from_options
     from azrun.cli._platform import split_by_os
+    from azrun.cli._report import ReportAfterRun
 
     selector: Selector = selector_from_options(
         tag=tag, exclude_tag=exclude_tag, subscription=subscription, all_subscriptions=all_subscriptions,
@@ -255,7 +271,11 @@ def run_cmd(
         run_as_password_env=run_as_password_env, run_as_password_file=run_as_password_file,
         ask_run_as_password=ask_run_as_password, timeout=timeout, sync=sync, settings=settings,
     )  # fmt: skip
-    opts = fleet_options(settings, max_concurrency, max_errors, canary, keep, watchdog_grace)
+    opts = rollout_options(
+        fleet_options(settings, max_concurrency, max_errors, canary, keep, watchdog_grace), waves=waves, soak=soak,
+        wave_max_errors=wave_max_errors, retries=retries, retry_failed_scripts=retry_failed_scripts,
+        start_timeout=start_timeout,
+    )  # fmt: skip
     if dry_run:
         from azrun.cli._plan import show_plan
 
@@ -271,14 +291,18 @@ def run_cmd(
                                   hint="add --script-linux FILE or --script-windows FILE for the other OS")
         skipped = f", {len(selection.skipped)} skipped" if selection.skipped else ""
         canary_note = f", canary {opts.canary}" if opts.canary else ""
+        canary_note += f", waves {opts.waves.describe()}" if opts.waves is not None else ""
+        canary_note += f", retries {opts.retries}" if opts.retries else ""
         note(f"{len(selection.targets)} targets{skipped}; max concurrency {opts.max_concurrency}, "
              f"max errors {opts.max_errors}{canary_note}")
         handle = await fleet.start(selection, spec, options=opts, observer=display, record=record)
         note(f"run {handle.run_id} started (ledger {fleet.ledger.path})")
         return handle
 
+    after = ReportAfterRun(report)
     with display:
-        rc = asyncio.run(session(settings, state_dir, output_mode, display, start))
+        rc = asyncio.run(session(settings, state_dir, output_mode, display, after.watch(start)))
+    after.write(settings, state_dir)
     raise typer.Exit(rc)
 
 

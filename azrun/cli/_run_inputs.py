@@ -1,5 +1,5 @@
 """What the run commands turn flags into: the script source, parameters and secrets, settings,
-the observer, the fleet; and the Ctrl-C protocol (:func:`drive`).
+the output store and the fleet (the run's session and its Ctrl-C protocol are :mod:`azrun.cli._session`).
 
 Secrets never come from argv: protected parameter values come from ``AZRUN_PARAM_<NAME>``,
 ``--param-file`` or a prompt; the run-as password from ``--run-as-password-env VAR``,
@@ -8,28 +8,20 @@ Secrets never come from argv: protected parameter values come from ``AZRUN_PARAM
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import getpass
 import os
-import signal
 import sys
-import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azrun.errors import ConfigError
 
 __all__ = [
-    "drive",
-    "finish",
     "fleet_options",
     "gather_parameters",
     "interactive",
     "load_settings",
     "make_fleet",
-    "make_observer",
     "open_ledger",
     "open_output",
     "read_script",
@@ -41,15 +33,14 @@ __all__ = [
     "script_manifest",
     "script_source",
     "secret_prompt",
-    "session",
 ]
 
 if TYPE_CHECKING:
     from azrun.clients import ClientFactory
     from azrun.config import Settings
-    from azrun.fleet import Fleet, FleetObserver, RunHandle
+    from azrun.fleet import Fleet
     from azrun.ledger import Ledger, RunRecord
-    from azrun.models import FleetResult, RunSpec
+    from azrun.models import RunSpec
     from azrun.output import OutputStore
 
 
@@ -207,18 +198,6 @@ async def open_output(settings: Settings, factory: ClientFactory, mode: str) -> 
     return store
 
 
-def make_observer(mode: str, verbose: bool) -> FleetObserver:
-    from azrun.cli._print import OutputMode, make_sink
-    from azrun.cli._run_view import LinePrinter
-
-    try:
-        chosen = OutputMode(mode)
-    except ValueError as exc:
-        raise ConfigError(f"--output-mode {mode!r} is not one of stream, summary, quiet, json",
-                          hint="e.g. --output-mode summary") from exc
-    return LinePrinter(sink=make_sink(chosen), verbose=verbose)
-
-
 def make_fleet(factory: ClientFactory, state_dir: Path | None, store: OutputStore | None, settings: Settings) -> Fleet:
     """The same construction as :meth:`azrun.Fleet.from_env`, from the CLI's settings."""
     from azrun.fleet import Fleet
@@ -238,85 +217,6 @@ def fleet_options(settings: Settings, max_concurrency: str | None, max_errors: s
         max_concurrency=chosen.max_concurrency(), max_errors=chosen.max_errors(), canary=canary, keep=keep,
         watchdog_grace_s=parse_duration(grace, what="--watchdog-grace") if grace else None,
     )  # fmt: skip
-
-
-# -- Ctrl-C ------------------------------------------------------------------------------------------
-async def drive(handle: RunHandle) -> tuple[FleetResult, bool]:
-    """Wait for the run; first Ctrl-C stops dispatch and asks, second exits 130 at once."""
-    loop = asyncio.get_running_loop()
-    presses = 0
-
-    def decide(answer: str) -> None:
-        if answer.strip().lower() in ("y", "yes"):
-            say("canceling in-flight targets ...")
-            handle.cancel("run canceled (Ctrl-C)")
-        else:
-            handle.detach("run interrupted (Ctrl-C); in-flight targets left running")
-            say(f"leaving in-flight targets running; re-attach later with: azrun resume {handle.run_id}")
-
-    def ask() -> None:
-        try:
-            sys.stderr.write("\ndispatch stopped. cancel in-flight targets? [y/N] ")
-            sys.stderr.flush()
-            answer = sys.stdin.readline()
-        except (OSError, ValueError):
-            answer = ""
-        loop.call_soon_threadsafe(decide, answer)
-
-    def on_sigint() -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1:
-            handle.stop_dispatch("run interrupted (Ctrl-C)")
-            if interactive():
-                threading.Thread(target=ask, daemon=True, name="azrun-ctrl-c").start()
-            else:
-                decide("n")
-            return
-        say(f"\ninterrupted; the ledger is intact: azrun status {handle.run_id} / azrun resume {handle.run_id}")
-        sys.stdout.flush()
-        os._exit(130)
-
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-    try:
-        result = await handle.wait()
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.remove_signal_handler(signal.SIGINT)
-    return result, presses > 0
-
-
-async def session(
-    settings: Settings, state_dir: Path | None, output_mode: str, start: Callable[[Fleet], Awaitable[RunHandle]]
-) -> int:
-    """Open the clients, the output store and the fleet; ``start`` a run; drive it; print; exit code."""
-    factory = settings.client_factory()
-    store = None
-    try:
-        store = await open_output(settings, factory, output_mode)
-        async with make_fleet(factory, state_dir, store, settings) as fleet:
-            handle = await start(fleet)
-            result, interrupted = await drive(handle)
-            return finish(result, fleet, store, interrupted)
-    finally:
-        if store is not None:
-            await store.aclose()
-        await factory.aclose()
-
-
-def finish(result: FleetResult, fleet: Fleet, store: OutputStore | None, interrupted: bool) -> int:
-    from azrun.cli._run_view import color_for, render_summary
-
-    print(render_summary(result, color=color_for(sys.stdout)))
-    say(f"ledger: {fleet.ledger.path} (azrun status {result.run_id})")
-    if store is not None:
-        say(f"output: {store.container_url}/{result.run_id}/")
-    if interrupted:
-        return 130
-    return 0 if result.ok else 1
-
-
 
 
 def recorded_spec(

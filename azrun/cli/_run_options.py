@@ -9,7 +9,7 @@ form only). Global options (``-o``, ``--query``, ``-q``, ``-v``, ...) come from
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -68,13 +68,34 @@ ErrorsOpt = Annotated[str | None, typer.Option(
     "--max-errors", metavar="N|N%", rich_help_panel=FLEET,
     help="Stop dispatching once errors exceed this (default 0).")]
 CanaryOpt = Annotated[int, typer.Option(
-    "--canary", metavar="N", rich_help_panel=FLEET, help="Run on N targets first; continue only if all succeed.")]
+    "--canary", metavar="N", rich_help_panel=FLEET,
+    help="Run on N targets first; continue only if all succeed (the first wave of N,100%).")]
+WavesOpt = Annotated[str | None, typer.Option(
+    "--waves", metavar="PLAN", rich_help_panel=FLEET,
+    help="Roll out in waves, each finished before the next: cumulative sizes 1,10%,50%,100%, or one wave "
+    "per tag:KEY value, region, resource-group or subscription.")]
+SoakOpt = Annotated[str | None, typer.Option(
+    "--soak", metavar="DURATION", rich_help_panel=FLEET, help="Wait this long between waves (e.g. 10m).")]
+WaveErrorsOpt = Annotated[str | None, typer.Option(
+    "--wave-max-errors", metavar="N|N%", rich_help_panel=FLEET,
+    help="Stop the rollout once a wave's errors exceed this (N% of the wave).")]
+RetriesOpt = Annotated[int, typer.Option(
+    "--retries", metavar="N", rich_help_panel=FLEET,
+    help="Retry a target's delivery up to N times (agent not ready or never started, 409 Conflict, 5xx).")]
+RetryFailedOpt = Annotated[bool, typer.Option(
+    "--retry-failed-scripts", rich_help_panel=FLEET,
+    help="With --retries, also run again a script that ran and failed or timed out.")]
+StartTimeoutOpt = Annotated[str | None, typer.Option(
+    "--start-timeout", metavar="DURATION", rich_help_panel=FLEET,
+    help="Give up on a target whose script the VM agent has not started this long after dispatch (default 15m: "
+    "a first run installs the handler).")]
 KeepOpt = Annotated[bool, typer.Option(
     "--keep", rich_help_panel=FLEET,
     help="Keep the run command resources (default: delete each once finished).")]
 GraceOpt = Annotated[str | None, typer.Option(
     "--watchdog-grace", metavar="DURATION", rich_help_panel=FLEET,
-    help="A target still Running timeout+grace after dispatch is canceled as TimedOut (default max(60s, 10%)).")]
+    help="A target still Running timeout+grace after its script started is canceled as TimedOut "
+    "(default max(60s, 10%)).")]
 DryRunOpt = Annotated[bool, typer.Option(
     "--dry-run", rich_help_panel=FLEET, help="Show the plan (as 'azrun plan') and dispatch nothing.")]
 OutputModeOpt = Annotated[str, typer.Option(
@@ -92,3 +113,29 @@ BlobIdentityOpt = Annotated[str | None, typer.Option(
 StateDirOpt = Annotated[Path | None, typer.Option(
     "--state-dir", metavar="DIR", rich_help_panel=OUT,
     help="Where the ledger lives (AZRUN_STATE_DIR; default $XDG_STATE_HOME/azrun).")]
+
+
+def rollout_options(
+    opts: Any, *, waves: str | None, soak: str | None, wave_max_errors: str | None, retries: int,
+    retry_failed_scripts: bool, start_timeout: str | None,
+) -> Any:
+    """``opts`` (:class:`~azrun.fleet.FleetOptions`) with the rollout flags applied (one-line errors)."""
+    from dataclasses import replace
+
+    from azrun.config import parse_duration
+    from azrun.errors import ConfigError
+    from azrun.fleet import FleetOptions, WavePlan
+
+    soak_s = parse_duration(soak, what="--soak") if soak else 0.0
+    if waves is None and (soak or wave_max_errors):
+        raise ConfigError("--soak and --wave-max-errors need --waves", hint="e.g. --waves 1,10%,100% --soak 10m")
+    plan = WavePlan.parse(waves, soak_s=soak_s, max_errors=wave_max_errors) if waves is not None else None
+    if retry_failed_scripts and retries <= 0:
+        raise ConfigError("--retry-failed-scripts needs --retries N", hint="e.g. --retries 1 --retry-failed-scripts")
+    changes: dict[str, Any] = {"waves": plan, "retries": retries, "retry_failed_scripts": retry_failed_scripts}
+    if start_timeout is not None:
+        changes["start_timeout_s"] = parse_duration(start_timeout, what="--start-timeout")
+    # the library's checks (--canary with --waves, negative --retries or --start-timeout), one place
+    FleetOptions.make(max_concurrency=opts.max_concurrency, max_errors=opts.max_errors, canary=opts.canary,
+                      **changes)
+    return replace(opts, **changes)

@@ -167,6 +167,7 @@ def render_summary(result: FleetResult, *, color: bool, show_all: bool = False, 
         for state in order if counts.get(state)
     ]  # fmt: skip
     lines = [f"run {result.run_id}: {len(result.results)} targets  " + "  ".join(parts)]
+    lines += [f"note: {note}" for note in result.notes]  # e.g. the controller lost contact with Azure
     rows = [r for r in result.results if show_all or r.state is not TargetState.SUCCEEDED]
     if rows:
         lines.append(_table(rows[:limit], color=color))

@@ -3,45 +3,25 @@
 * :func:`subscription_ids`: names (``-s "Contoso Prod"``) become ids by listing the subscriptions
   the identity can see, once, only when a value is not already a GUID; an unknown or ambiguous
   name is a one-line error listing what is visible.
-* :func:`azure_cli_default`: the subscription ``az account set`` chose (``isDefault`` in
-  ``$AZURE_CONFIG_DIR/azureProfile.json``, default ``~/.azure``), used when nothing else names one.
+
+The Azure CLI's default subscription (used when nothing names one) is read by the settings layer:
+:func:`azrun.config.azure_cli_default`, through :meth:`azrun.config.Settings.subscriptions`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 
 from azrun.errors import ConfigError
 
-__all__ = ["UnknownSubscription", "azure_cli_default", "subscription_ids"]
+__all__ = ["UnknownSubscription", "subscription_ids"]
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 class UnknownSubscription(ConfigError):
     """``-s NAME`` names no visible subscription (or several)."""
-
-
-def _profile(environ: Mapping[str, str]) -> Path:
-    base = environ.get("AZURE_CONFIG_DIR") or str(Path(environ.get("HOME") or Path.home()) / ".azure")
-    return Path(base) / "azureProfile.json"
-
-
-def azure_cli_default(environ: Mapping[str, str] | None = None) -> str | None:
-    """The Azure CLI's default subscription id, or None (no profile, not logged in, unreadable)."""
-    path = _profile(os.environ if environ is None else environ)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))  # az writes a BOM
-    except (OSError, ValueError):
-        return None
-    for sub in data.get("subscriptions") or () if isinstance(data, dict) else ():
-        if isinstance(sub, dict) and sub.get("isDefault") and sub.get("id"):
-            return str(sub["id"])
-    return None
 
 
 def _visible() -> list[tuple[str, str]]:

@@ -48,9 +48,14 @@ class ProgressSnapshot:
     throttle: Any = None  # azrun.throttle.ThrottleMetrics when the factory has a throttle
     slowest: tuple[tuple[str, float], ...] = ()  # (target name, seconds running), longest first
     stopped_reason: str | None = None
+    wave: int | None = None  # the rollout wave being run (0-based), None without waves
+    waves: int = 0  # how many waves the rollout has
+    soak_left_s: float | None = None  # seconds of soak left before the next wave, while soaking
+    retrying: int = 0  # targets waiting for their next delivery attempt
 
     @property
     def finished(self) -> int:
+        """How many targets are in a final state."""
         from azrun.models import TERMINAL_STATES
 
         return sum(n for state, n in self.counts.items() if state in {s.value for s in TERMINAL_STATES})
@@ -138,6 +143,7 @@ class TargetDispatched:
 
     @property
     def target(self) -> Target:
+        """The machine."""
         return self.result.target
 
 
@@ -149,6 +155,7 @@ class TargetRunning:
 
     @property
     def target(self) -> Target:
+        """The machine."""
         return self.result.target
 
 
@@ -169,6 +176,7 @@ class TargetFinished:
 
     @property
     def target(self) -> Target:
+        """The machine."""
         return self.result.target
 
 

@@ -15,6 +15,7 @@ the same one after a crash) can ``status``, ``resume``, ``rerun`` or ``cancel`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,15 @@ from typing import TYPE_CHECKING, Any
 from azrun.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS, DEFAULT_TIMEOUT_S
 from azrun.errors import ConfigError, NoTargetsMatched
 from azrun.fleet._cleanup import CleanupReport, cleanup
+from azrun.fleet._delete import delete_run_command
+from azrun.fleet._dispatch import Clock, Dispatcher, SystemClock
 from azrun.fleet._events import EventHub, FleetObserver, NullObserver, Scrubber
 from azrun.fleet._handle import RunHandle
 from azrun.fleet._options import FleetOptions
 from azrun.fleet._output import InstanceViewOutput, OutputPort, StoreOutput
 from azrun.fleet._runner import Runner
 from azrun.fleet._spec import check_same_spec
+from azrun.fleet._waves import WavePlan
 from azrun.fleet._work import Work, works_for
 from azrun.ledger import LeaseHolder
 from azrun.models import FleetResult, RunId, RunSpec, SkippedTarget, Target, TargetState
@@ -59,12 +63,14 @@ class RunStatus:
     targets: tuple[TargetRecord, ...]
 
     def counts(self) -> dict[str, int]:
+        """How many targets are in each state."""
         out: dict[str, int] = {}
         for t in self.targets:
             out[t.state.value] = out.get(t.state.value, 0) + 1
         return out
 
     def result(self) -> FleetResult:
+        """The run as a :class:`FleetResult` (targets still going keep their current state)."""
         return FleetResult(RunId(self.run.id), tuple(t.to_result() for t in self.targets))
 
 
@@ -89,6 +95,9 @@ class Fleet:
         observer: default observer of every run (a run may pass its own).
         default_subscriptions: scope for selectors that name no subscription.
         api_version: Compute api-version for run commands (default: the SDK's).
+        dispatcher: what run commands go through (default: a
+            :class:`~azrun.runcommand.RunCommandClient` over ``factory``; tests pass a fake).
+        clock: the time the runs read (default: the system's).
     """
 
     def __init__(
@@ -102,6 +111,8 @@ class Fleet:
         default_subscriptions: Sequence[str] = (),
         api_version: str | None = None,
         defaults: RunDefaults | None = None,
+        dispatcher: Dispatcher | None = None,
+        clock: Clock | None = None,
     ) -> None:
         from azrun.clients import ClientFactory
         from azrun.config import OutputChoice
@@ -117,7 +128,8 @@ class Fleet:
         self.observer: FleetObserver = observer or NullObserver()
         self.default_subscriptions = tuple(default_subscriptions)
         self.defaults = defaults or RunDefaults()
-        self.client = RunCommandClient(self.factory, api_version=api_version)
+        self.client: Dispatcher = dispatcher or RunCommandClient(self.factory, api_version=api_version)
+        self.clock: Clock = clock or SystemClock()
 
     @classmethod
     def from_env(
@@ -204,6 +216,7 @@ class Fleet:
 
     @property
     def ledger(self) -> Ledger:
+        """The ledger this fleet records runs in (opened on first use)."""
         if self._ledger is None:
             from azrun.config import state_dir
             from azrun.ledger import Ledger
@@ -254,6 +267,8 @@ class Fleet:
         max_errors: str | int | None = None,
         canary: int | None = None,
         keep: bool | None = None,
+        waves: WavePlan | str | None = None,
+        retries: int | None = None,
         observer: FleetObserver | None = None,
         run_id: str | None = None,
         record: Mapping[str, Any] | None = None,
@@ -264,8 +279,10 @@ class Fleet:
             targets: a selector (resolved here), a resolved selection, or targets.
             spec: what to run; a plain string is an inline script with the fleet's default timeout.
             options: every knob at once; or give ``max_concurrency`` (``N`` / ``N%``),
-                ``max_errors``, ``canary`` and ``keep`` (the rest of :class:`FleetOptions` keeps
-                its defaults; unset ones take the fleet's defaults, from the settings).
+                ``max_errors``, ``canary``, ``keep``, ``waves`` (a :class:`WavePlan`, e.g.
+                ``WavePlan.parse("1,10%,100%", soak_s=600, max_errors="1")``, or its text) and
+                ``retries`` (the rest of :class:`FleetOptions` keeps its defaults; unset ones take
+                the fleet's defaults, from the settings).
             observer: this run's observer (default: the fleet's).
             record: stored with the run's options (the CLI keeps the script's path there).
 
@@ -276,32 +293,38 @@ class Fleet:
         if isinstance(spec, str):
             spec = RunSpec(script=spec, script_name="inline", timeout_s=self.defaults.timeout_s)
         check_request_size(spec)  # a body Azure would refuse is refused here, before any dispatch
-        opts = self._options(options, max_concurrency, max_errors, canary, keep)
+        wave_plan = WavePlan.parse(waves) if isinstance(waves, str) else waves
+        opts = self._options(options, max_concurrency, max_errors, canary, keep, wave_plan, retries)
         chosen, skipped, selector = await self._targets(targets)
         await self.aopen()
         rid = RunId(run_id or new_run_id())
         name = run_command_name(rid)
         holder = LeaseHolder.this_process()
         ledger = self.ledger
+        plan = opts.plan()
+        assigned = plan.assign(chosen) if plan is not None else [0] * len(chosen)
         await asyncio.to_thread(
-            ledger.create_run, rid, spec=spec, targets=chosen, skipped=skipped, selector=selector,
+            ledger.create_run, rid, spec=spec, targets=chosen, skipped=skipped, selector=selector, waves=assigned,
             options={"fleet": opts.to_dict(), "run_command_name": name,
                      "password": bool(spec.run_as_password), **dict(record or {}),
                      **secret_fingerprints(spec)},
             holder=holder,
         )  # fmt: skip
         works = works_for(chosen, name)
+        for work, wave in zip(works, assigned, strict=True):
+            work.wave = wave
         works += [Work(target=s.target, seq=len(works) + i, run_command_name=name, state=TargetState.SKIPPED,
                        message=s.reason) for i, s in enumerate(skipped)]
         return self._launch(rid, spec, spec.timeout_s, works, opts, observer, holder)
 
     def _options(
         self, options: FleetOptions | None, max_concurrency: str | int | None, max_errors: str | int | None,
-        canary: int | None, keep: bool | None,
+        canary: int | None, keep: bool | None, waves: WavePlan | None = None, retries: int | None = None,
     ) -> FleetOptions:
         from azrun.config import parse_budget
 
-        given = {k: v for k, v in (("canary", canary), ("keep", keep)) if v is not None}
+        pairs = (("canary", canary), ("keep", keep), ("waves", waves), ("retries", retries))
+        given = {k: v for k, v in pairs if v is not None}
         if options is None:
             options = FleetOptions.make(
                 max_concurrency=parse_budget(
@@ -312,7 +335,7 @@ class Fleet:
                 **given,
             )  # fmt: skip
         elif max_concurrency is not None or max_errors is not None or given:
-            raise ConfigError("give either options= or max_concurrency/max_errors/canary/keep, not both",
+            raise ConfigError("give either options= or max_concurrency/max_errors/canary/keep/waves/retries, not both",
                               hint="put them in the FleetOptions")
         if options.max_concurrency.value == 0:
             raise ConfigError("max_concurrency 0: nothing could ever run", hint="use at least 1 (or a percentage above 0%)")
@@ -330,9 +353,16 @@ class Fleet:
         runner = Runner(
             run_id=rid, spec=spec, timeout_s=timeout_s, works=works, ledger=ledger, client=self.client,
             output=self._output_port(rid, hub, scrub, opts), options=opts, observer=hub, scrub=scrub,
-            read_refill_per_s=self._read_refill(), throttle=self.factory.throttle,
+            read_refill_per_s=self._read_refill(), throttle=self.factory.throttle, clock=self.clock,
         )  # fmt: skip
-        return RunHandle(runner, ledger, hub)
+        return RunHandle(runner, ledger, hub, driver=self._driver())
+
+    def _driver(self) -> dict[str, Any]:
+        """Who drives the run, for the ledger (and the report): the identity azrun uses."""
+        identity = self.factory.auth_mode
+        with contextlib.suppress(Exception):  # a label, never a reason to fail a run
+            identity = str(getattr(self.factory.acredential(), "spec").describe_identity())  # noqa: B009
+        return {"identity": identity}
 
     def _output_port(self, rid: str, obs: FleetObserver, scrub: Scrubber, opts: FleetOptions) -> OutputPort:
         def sink(target: Target, stream: str, line: str) -> None:
@@ -358,6 +388,8 @@ class Fleet:
         max_errors: str | int | None = None,
         canary: int | None = None,
         keep: bool | None = None,
+        waves: WavePlan | str | None = None,
+        retries: int | None = None,
         observer: FleetObserver | None = None,
         run_id: str | None = None,
         record: Mapping[str, Any] | None = None,
@@ -365,16 +397,18 @@ class Fleet:
         """Run ``spec`` on ``targets`` and wait: :meth:`start` (same arguments) + :meth:`RunHandle.wait`."""
         handle = await self.start(
             targets, spec, options=options, max_concurrency=max_concurrency, max_errors=max_errors, canary=canary,
-            keep=keep, observer=observer, run_id=run_id, record=record,
+            keep=keep, waves=waves, retries=retries, observer=observer, run_id=run_id, record=record,
         )  # fmt: skip
         return await handle.wait()
 
     # -- resume / rerun / cancel -----------------------------------------------------------------
     def status(self, run_id: str | None = None) -> RunStatus:
+        """A run's record and its targets as the ledger has them (default: the latest run)."""
         record = self.ledger.require_run(run_id)
         return RunStatus(record, tuple(self.ledger.targets(record.id)))
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
+        """The ledger's runs, newest first."""
         return self.ledger.runs(limit)
 
     async def resume_start(
@@ -413,7 +447,7 @@ class Fleet:
             dispatched_at=rec.dispatched_at, started_at=rec.started_at, ended_at=rec.ended_at,
             output=rec.to_result().output, stdout_tail=rec.stdout_tail, stderr_tail=rec.stderr_tail,
             requests=rec.arm_requests, put_sent=rec.state in _SENT and rec.run_command_name is not None,
-            cleaned=rec.cleaned_at is not None,
+            cleaned=rec.cleaned_at is not None, attempt=rec.attempt, wave=rec.wave,
         )  # fmt: skip
 
     async def resume(
@@ -446,6 +480,7 @@ class Fleet:
         observer: FleetObserver | None = None,
         record: Mapping[str, Any] | None = None,
     ) -> RunHandle:
+        """Start a new run of ``spec`` on the targets of ``run_id`` that ended in ``states``; returns at once."""
         old = self.ledger.require_run(run_id)
         picked = [r.target for r in self.ledger.targets(old.id, states)]
         if not picked:
@@ -479,23 +514,21 @@ class Fleet:
         return self.status(rid).result()
 
     async def _cancel_target(self, rid: str, rec: TargetRecord) -> None:
-        from datetime import datetime, timezone
-
-        from azrun.runcommand import classify_error
-
         name = rec.run_command_name or run_command_name(rid)
         counter = Work(target=rec.target, seq=rec.seq, run_command_name=name, requests=rec.arm_requests)
-        try:
-            await self.client.delete(rec.target, name, counter=counter.count)
-        except Exception as exc:
-            failure = classify_error(exc)
-            self.ledger.update_target(rid, rec.target.resource_id, message=f"cancel failed: {failure.describe()}",
+        opts = FleetOptions()
+        done = await delete_run_command(self.client, rec.target, name, sleep=self.clock.sleep, counter=counter.count,
+                                        retries=opts.conflict_retries, backoff_s=opts.conflict_backoff_s,
+                                        wait_s=opts.delete_wait_s)  # fmt: skip
+        if not done.accepted:
+            why = done.failure.describe() if done.failure else "unknown"
+            self.ledger.update_target(rid, rec.target.resource_id, message=f"cancel failed: {why}",
                                       arm_requests=counter.requests)
             return
-        now = datetime.now(timezone.utc)
+        now = self.clock.now()
         self.ledger.update_target(
             rid, rec.target.resource_id, state=TargetState.CANCELED, message="canceled (azrun cancel)",
-            ended_at=now, cleaned_at=now, arm_requests=counter.requests,
+            ended_at=now, cleaned_at=now if done.gone else None, arm_requests=counter.requests, exit_code=None,
         )  # fmt: skip
 
     async def cleanup(

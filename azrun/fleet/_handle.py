@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from azrun.fleet._events import EventHub, FleetEvent, ProgressSnapshot, RunSummary
 from azrun.models import FleetResult, RunId
@@ -39,8 +39,12 @@ _CANCELLED_MESSAGE = "the caller was cancelled (a platform timeout?); in-flight 
 class RunHandle:
     """A run in progress: control it, watch it (``async for event in handle.events()``), wait for it."""
 
-    def __init__(self, runner: Runner, ledger: RunLedger, hub: EventHub, *, detach_grace_s: float = DETACH_GRACE_S) -> None:
+    def __init__(
+        self, runner: Runner, ledger: RunLedger, hub: EventHub, *, detach_grace_s: float = DETACH_GRACE_S,
+        driver: dict[str, Any] | None = None,
+    ) -> None:
         self.runner = runner
+        self.driver = dict(driver or {})
         self.ledger = ledger
         self._hub = hub
         self.detach_grace_s = detach_grace_s
@@ -53,6 +57,7 @@ class RunHandle:
 
     @property
     def run_id(self) -> RunId:
+        """The run's id."""
         return self.runner.run_id
 
     def stop_dispatch(self, reason: str = "dispatch stopped") -> None:
@@ -68,9 +73,11 @@ class RunHandle:
         self.runner.request_detach(reason)
 
     def snapshot(self) -> ProgressSnapshot:
+        """The run's progress now (counts, rates, throttle waits)."""
         return self.runner.snapshot()
 
     def done(self) -> bool:
+        """True once the run has ended (or was detached)."""
         return self._task.done()
 
     async def wait(self) -> FleetResult:
@@ -92,6 +99,25 @@ class RunHandle:
         """
         return self._hub.subscribe()
 
+    def _record_facts(self) -> None:
+        """What the report shows of this run's driving (queued, off the loop): its throttle
+        figures and who drove it, kept in the run's options (``runStats``, ``driver``)."""
+        import os
+        import socket
+
+        snap = self.runner.snapshot()
+        metrics = snap.throttle
+        stats: dict[str, Any] = {"armRequests": snap.arm_requests, "throttled429": snap.throttled_429,
+                                 "elapsedS": round(snap.elapsed_s, 3)}  # fmt: skip
+        if metrics is not None:
+            stats["throttled429"] = max(snap.throttled_429, int(metrics.throttled_429))
+            stats["bucketWaitS"] = round(float(metrics.wait_s), 3)
+        driver = {**self.driver, "host": socket.gethostname(), "pid": os.getpid()}
+        try:
+            self.ledger.merge_run_options(self.run_id, {"runStats": stats, "driver": driver})
+        except Exception as exc:  # the report loses a figure; the run's outcome is unaffected
+            _LOG.warning("run %s: throttle figures not recorded: %s", self.run_id, exc)
+
     def _lost(self, reason: str) -> None:
         """The ledger lost the lease or cannot be written (any thread): detach the run."""
         with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to detach
@@ -102,6 +128,7 @@ class RunHandle:
         summary: RunSummary | None = None
         try:
             result = await asyncio.shield(inner)
+            self._record_facts()
             await self.ledger.aflush()
             summary = RunSummary(result, self.ledger.run_status(self.run_id) or "unknown")
         except asyncio.CancelledError:
@@ -109,6 +136,7 @@ class RunHandle:
             await asyncio.wait({inner}, timeout=self.detach_grace_s)
             if not inner.done():
                 inner.cancel()
+            self._record_facts()
             self.ledger.set_run_status(self.run_id, "interrupted", ended=True)
             raise
         finally:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azrun.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS
+from azrun.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS, DEFAULT_START_TIMEOUT_S
 from azrun.errors import ConfigError
+
+if TYPE_CHECKING:
+    from azrun.fleet._waves import WavePlan
 
 __all__ = ["Budget", "FleetOptions", "PollPolicy"]
 
@@ -31,6 +34,7 @@ class Budget:
 
     @classmethod
     def parse(cls, raw: str | int | Budget, *, what: str = "budget") -> Budget:
+        """A budget from ``N`` (a count) or ``N%`` (a share of the targets)."""
         if isinstance(raw, Budget):
             return raw
         if isinstance(raw, int) and not isinstance(raw, bool):
@@ -84,6 +88,12 @@ class PollPolicy:
     dispatch when nothing is learned) has its machine's power state read (one GET), and again
     every ``power_check_after_s``: a machine stopped or deallocated under a running script never
     reports completion, and should not hold the run until the watchdog.
+
+    The VM agent reports status and output every ``agent_cadence_s`` (15 s on Azure): a target
+    the agent has not started yet is read at most that often (or when the learned start latency
+    says it should have started), and once the cadence is seen in the answers (changes spaced by
+    it, with unchanged reads between) scouts and running targets are not read faster than it.
+    While Azure cannot be reached, a target's reads back off up to ``outage_max_interval_s``.
     """
 
     min_first_s: float = 1.0
@@ -101,6 +111,8 @@ class PollPolicy:
     scout_interval_s: float = 1.0
     scout_window_s: float = 60.0
     power_check_after_s: float = 20.0  # as often as a quiet target is polled (issue 14, item 15: was 120 s)
+    agent_cadence_s: float = 15.0
+    outage_max_interval_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.backoff < 1 or self.growing_backoff < 1:
@@ -118,8 +130,20 @@ class FleetOptions:
         max_errors: stop dispatching once errors exceed this (``N`` or ``N%``).
         canary: run on this many targets first and continue only if all succeed.
         keep: keep run command resources (default: delete each once its output is read).
-        watchdog_grace_s: a target still Running ``timeout + grace`` after dispatch is cancelled
-            and marked TimedOut; ``None`` = max(60 s, 10 % of the timeout).
+        watchdog_grace_s: a target still Running ``timeout + grace`` after the agent-reported
+            start is cancelled and marked TimedOut; ``None`` = max(60 s, 10 % of the timeout).
+        start_timeout_s: a dispatched target whose script the agent has not started this long
+            after the PUT is cancelled and Undeliverable ("never started"); 0 = no limit.
+        delete_wait_s: how long a cancel waits for a DELETE's lasting operation (the run command
+            is listed as Deleting meanwhile, and still counts toward the machine's 25).
+        contact_limit_s: Azure unreachable this long with nothing left to watch: the run stops
+            and is left ``interrupted`` (resume it once Azure answers again).
+        waves: the rollout plan (:class:`~azrun.fleet.WavePlan`); ``canary`` is the plan
+            ``N,100%`` with no error allowed in the first wave (give one or the other).
+        retries: per-target retries of delivery failures (the agent never started the script,
+            409 Conflict with another extension operation, 5xx, unreachable): a new run command
+            per attempt, ``retry_backoff_s x 2^n`` apart. A script that ran and failed (or timed
+            out) is retried only with ``retry_failed_scripts``.
         conflict_retries / conflict_backoff_s: 409 Conflict on PUT -> wait ``backoff * 2^n`` and retry.
         output_expiry_s: SAS lifetime of the output blobs (at least the timeout + grace).
         max_tailed: targets whose output is streamed live at once (None: every one, within the
@@ -138,6 +162,13 @@ class FleetOptions:
     output_expiry_s: int = 24 * 3600
     max_tailed: int | None = None
     progress_interval_s: float = 1.0
+    start_timeout_s: float = DEFAULT_START_TIMEOUT_S
+    delete_wait_s: float = 300.0
+    contact_limit_s: float = 600.0
+    waves: WavePlan | None = None
+    retries: int = 0
+    retry_failed_scripts: bool = False
+    retry_backoff_s: float = 5.0
 
     @classmethod
     def make(
@@ -147,27 +178,43 @@ class FleetOptions:
         max_errors: str | int | Budget = DEFAULT_MAX_ERRORS,
         **kwargs: Any,
     ) -> FleetOptions:
+        """Options from the CLI-style values (``N``/``N%`` budgets); the rest keep their defaults."""
         if kwargs.get("canary", 0) < 0:
             raise ConfigError("--canary must not be negative")
+        if kwargs.get("canary") and kwargs.get("waves") is not None:
+            raise ConfigError("--canary and --waves together: the canary is the first wave",
+                              hint="e.g. --waves 1,10%,100% --wave-max-errors 0")
+        if int(kwargs.get("retries", 0) or 0) < 0:
+            raise ConfigError("--retries must not be negative", hint="e.g. --retries 2")
+        if float(kwargs.get("start_timeout_s", 0) or 0) < 0:
+            raise ConfigError("--start-timeout must not be negative", hint="e.g. 15m; 0 = no limit")
+        concurrency = Budget.parse(max_concurrency, what="--max-concurrency")
+        if concurrency.value == 0:
+            raise ConfigError(f"--max-concurrency {concurrency}: nothing could ever run",
+                              hint="use at least 1 (or a percentage above 0%)")
         return cls(
-            max_concurrency=Budget.parse(max_concurrency, what="--max-concurrency"),
+            max_concurrency=concurrency,
             max_errors=Budget.parse(max_errors, what="--max-errors"),
             **kwargs,
         )
 
     def grace_s(self, timeout_s: int) -> float:
+        """How long past ``timeout_s`` the watchdog waits before it calls a target TimedOut."""
         if self.watchdog_grace_s is not None:
             return self.watchdog_grace_s
         return max(60.0, 0.1 * timeout_s)
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as the ledger keeps them (JSON-ready)."""
         data = asdict(self)
         data["max_concurrency"] = str(self.max_concurrency)
         data["max_errors"] = str(self.max_errors)
+        data["waves"] = None if self.waves is None else self.waves.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FleetOptions:
+        """Options back from :meth:`to_dict` (unknown keys ignored)."""
         known = set(cls.__dataclass_fields__)
         values = {k: v for k, v in data.items() if k in known}
         if isinstance(values.get("poll"), dict):
@@ -175,4 +222,18 @@ class FleetOptions:
             values["poll"] = PollPolicy(**{k: v for k, v in values["poll"].items() if k in poll_known})
         values["max_concurrency"] = Budget.parse(values.get("max_concurrency", DEFAULT_MAX_CONCURRENCY))
         values["max_errors"] = Budget.parse(values.get("max_errors", DEFAULT_MAX_ERRORS))
+        if isinstance(values.get("waves"), dict):
+            from azrun.fleet._waves import WavePlan
+
+            values["waves"] = WavePlan.from_dict(values["waves"])
         return cls(**values)
+
+    def plan(self) -> WavePlan | None:
+        """The rollout plan in effect: ``waves``, or the canary's, or None (one wave)."""
+        if self.waves is not None:
+            return self.waves
+        if self.canary:
+            from azrun.fleet._waves import WavePlan
+
+            return WavePlan.for_canary(self.canary)
+        return None

@@ -27,7 +27,7 @@ from typing import Generic, TypeVar
 from azrun.fleet._options import PollPolicy
 from azrun.throttle import TokenBucket
 
-__all__ = ["DurationStats", "PollScheduler", "first_delay", "next_delay"]
+__all__ = ["CadenceEstimate", "DurationStats", "PollScheduler", "first_delay", "next_delay", "unstarted_delay"]
 
 _LOG = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
@@ -55,6 +55,39 @@ class DurationStats:
 
     def __len__(self) -> int:
         return len(self._sorted)
+
+
+class CadenceEstimate:
+    """The VM agent's report interval, learned from the answers: the shortest gap between two
+    reads that saw a target's output grow, with at least one unchanged read between them (so the
+    gap is the agent's, not the reads'). At most ``ceiling`` (a silent script proves nothing)."""
+
+    __slots__ = ("_ceiling", "_gaps", "_min_samples")
+
+    def __init__(self, ceiling: float, min_samples: int = 2) -> None:
+        self._gaps: list[float] = []
+        self._ceiling = ceiling
+        self._min_samples = min_samples
+
+    def observe(self, gap_s: float) -> None:
+        if gap_s > 0:
+            self._gaps.append(gap_s)
+
+    @property
+    def value(self) -> float | None:
+        if len(self._gaps) < self._min_samples:
+            return None
+        return min(self._ceiling, min(self._gaps))
+
+
+def unstarted_delay(policy: PollPolicy, *, elapsed: float, start_p50: float | None, cadence: float | None) -> float:
+    """Seconds to the next read of a target the agent has not started yet: when the learned start
+    latency says it should have started, else backing off with the wait (1, 2, 4, 8 s ...) up to
+    the agent's report interval; reading faster than the agent reports only spends the budget."""
+    ceiling = cadence or policy.agent_cadence_s
+    if start_p50 is not None and elapsed < start_p50:
+        return max(policy.min_interval_s, min(ceiling, start_p50 - elapsed + policy.min_interval_s))
+    return max(policy.min_interval_s, min(ceiling, max(1.0, elapsed)))
 
 
 def first_delay(policy: PollPolicy, stats: DurationStats) -> float:
@@ -166,7 +199,7 @@ class PollScheduler(Generic[K]):
             wait = due - self._clock()
             if wait > 0:
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):  # distinct on 3.10
                     await asyncio.wait_for(self._wake.wait(), wait)
                 continue
             heapq.heappop(self._heap)

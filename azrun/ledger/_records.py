@@ -23,6 +23,7 @@ __all__ = [
     "RUN_STATUSES",
     "SCHEMA",
     "SCHEMA_VERSION",
+    "TARGET_V3_COLUMNS",
     "UPDATABLE",
     "RunRecord",
     "TargetRecord",
@@ -33,7 +34,7 @@ __all__ = [
     "target_to_json",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -78,6 +79,8 @@ CREATE TABLE IF NOT EXISTS targets (
     arm_requests INTEGER NOT NULL DEFAULT 0,
     cleaned_at TEXT,
     updated_at TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1,
+    wave INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run_id, target_id)
 );
 CREATE INDEX IF NOT EXISTS targets_state ON targets(run_id, state);
@@ -212,6 +215,8 @@ class TargetRecord:
     arm_requests: int
     cleaned_at: datetime | None
     updated_at: datetime
+    attempt: int = 1
+    wave: int = 0
 
     def to_result(self) -> TargetResult:
         return TargetResult(
@@ -227,13 +232,19 @@ class TargetRecord:
             stdout_tail=self.stdout_tail,
             stderr_tail=self.stderr_tail,
             arm_requests=self.arm_requests,
+            attempt=self.attempt,
+            wave=self.wave,
         )
 
+
+#: Columns added by schema 3 (per-target delivery attempts, rollout waves).
+TARGET_V3_COLUMNS = (("attempt", "INTEGER NOT NULL DEFAULT 1"), ("wave", "INTEGER NOT NULL DEFAULT 0"))
 
 _TARGET_COLUMNS = (
     "run_id", "target_id", "seq", "target", "name", "state", "exit_code", "message", "run_command_name",
     "run_command_id", "dispatched_at", "started_at", "ended_at", "stdout_url", "stderr_url", "stdout_bytes",
     "stderr_bytes", "output_truncated", "stdout_tail", "stderr_tail", "arm_requests", "cleaned_at", "updated_at",
+    "attempt", "wave",
 )
 UPDATABLE = frozenset(_TARGET_COLUMNS) - {"run_id", "target_id", "seq", "target", "name", "updated_at"}
 
@@ -261,6 +272,8 @@ def target_row(row: sqlite3.Row) -> TargetRecord:
         arm_requests=row["arm_requests"],
         cleaned_at=_dt(row["cleaned_at"]),
         updated_at=_dt(row["updated_at"]) or datetime.now(timezone.utc),
+        attempt=row["attempt"],
+        wave=row["wave"],
     )
 
 

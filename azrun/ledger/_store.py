@@ -47,6 +47,7 @@ from azrun.ledger._records import (
     RUN_STATUSES,
     SCHEMA,
     SCHEMA_VERSION,
+    TARGET_V3_COLUMNS,
     UPDATABLE,
     RunRecord,
     TargetRecord,
@@ -167,14 +168,20 @@ class Ledger:
 
     @staticmethod
     def _migrate(db: sqlite3.Connection, version: int) -> None:
-        """1 -> 2: lease columns; target keys in lower case (ARM ids are case-insensitive)."""
+        """1 -> 2: lease columns; target keys in lower case (ARM ids are case-insensitive).
+        2 -> 3: per-target ``attempt`` and ``wave``."""
         db.execute("BEGIN IMMEDIATE")
         try:
             have = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
             for name, kind in _LEASE_COLUMNS:
                 if name not in have:
                     db.execute(f"ALTER TABLE runs ADD COLUMN {name} {kind}")
-            db.execute("UPDATE targets SET target_id = lower(target_id)")
+            if version < 2:
+                db.execute("UPDATE targets SET target_id = lower(target_id)")
+            have = {r[1] for r in db.execute("PRAGMA table_info(targets)")}
+            for name, kind in TARGET_V3_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE targets ADD COLUMN {name} {kind}")
             db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
         except BaseException:
             db.execute("ROLLBACK")
@@ -195,6 +202,7 @@ class Ledger:
             raise LedgerError(f"ledger write failed: {exc}", hint=f"check {self.path}") from exc
 
     def close(self) -> None:
+        """Close the database connection."""
         self._db.close()
 
     def __enter__(self) -> Ledger:
@@ -218,19 +226,22 @@ class Ledger:
         options: dict[str, Any] | None = None,
         holder: LeaseHolder | None = None,
         ttl_s: float = LEASE_TTL_S,
+        waves: Sequence[int] | None = None,
     ) -> None:
         """Record a new run and all its targets (Pending, or Skipped with the reason), leased
-        to ``holder`` when given (one transaction)."""
+        to ``holder`` when given (one transaction). ``waves``: each target's rollout wave (in
+        the order of ``targets``)."""
         now = _now()
         rows: list[tuple[Any, ...]] = []
         seen: set[str] = set()
-        for t in targets:
+        for i, t in enumerate(targets):
             if target_key(t.resource_id) not in seen:
-                rows.append(self._new_target(run_id, len(rows), t, TargetState.PENDING, "", now))
+                wave = waves[i] if waves is not None else 0
+                rows.append(self._new_target(run_id, len(rows), t, TargetState.PENDING, "", now, wave))
                 seen.add(target_key(t.resource_id))
         for s in skipped:
             if target_key(s.target.resource_id) not in seen:
-                rows.append(self._new_target(run_id, len(rows), s.target, TargetState.SKIPPED, s.reason, now))
+                rows.append(self._new_target(run_id, len(rows), s.target, TargetState.SKIPPED, s.reason, now, 0))
                 seen.add(target_key(s.target.resource_id))
         with self._tx() as db:
             db.execute(
@@ -243,19 +254,22 @@ class Ledger:
             if holder is not None:
                 self._take_lease(db, run_id, holder, ttl_s, time.time())
             db.executemany(
-                "INSERT INTO targets(run_id, target_id, seq, target, name, state, message, ended_at, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO targets(run_id, target_id, seq, target, name, state, message, ended_at, updated_at, wave)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
 
     @staticmethod
-    def _new_target(run_id: str, seq: int, t: Target, state: TargetState, msg: str, now: str) -> tuple[Any, ...]:
+    def _new_target(
+        run_id: str, seq: int, t: Target, state: TargetState, msg: str, now: str, wave: int
+    ) -> tuple[Any, ...]:
         ended = now if state is TargetState.SKIPPED else None
-        return (run_id, target_key(t.resource_id), seq, target_to_json(t), t.name, state.value, msg, ended, now)
+        return (run_id, target_key(t.resource_id), seq, target_to_json(t), t.name, state.value, msg, ended, now, wave)
 
     def set_run_status(
         self, run_id: str, status: str, *, ended: bool = False, lease_token: str | None = None
     ) -> None:
+        """Set a run's status (``ended``: also stamp its end time)."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
         now = _now()
@@ -264,6 +278,20 @@ class Ledger:
             db.execute(
                 "UPDATE runs SET status=?, updated=?, ended=CASE WHEN ? THEN ? ELSE ended END WHERE id=?" + guard,
                 (status, now, int(ended), now, run_id, *(() if lease_token is None else (lease_token,))),
+            )
+
+    def merge_run_options(self, run_id: str, values: dict[str, Any], *, lease_token: str | None = None) -> None:
+        """Set top-level keys of a run's options (what it learned as it went: its throttle
+        figures, who drove it); other keys are kept. JSON-serialisable values only."""
+        guard = "" if lease_token is None else " AND lease_token=?"
+        with self._tx() as db:
+            row = db.execute("SELECT options FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                return
+            merged = {**json.loads(row[0] or "{}"), **values}
+            db.execute(
+                "UPDATE runs SET options=? WHERE id=?" + guard,
+                (json.dumps(merged, sort_keys=True), run_id, *(() if lease_token is None else (lease_token,))),
             )
 
     # -- leases --------------------------------------------------------------------------------------
@@ -319,18 +347,22 @@ class Ledger:
         for its background write and checks the lease."""
 
     def run(self, run_id: str) -> RunRecord | None:
+        """The run ``run_id`` (None when the ledger does not know it)."""
         row = self._db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
         return run_row(row) if row else None
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
+        """The latest ``limit`` runs, newest first."""
         rows = self._db.execute("SELECT * FROM runs ORDER BY created DESC, id DESC LIMIT ?", (limit,)).fetchall()
         return [run_row(r) for r in rows]
 
     def latest_run_id(self) -> str | None:
+        """The newest run's id (None when there is none)."""
         row = self._db.execute("SELECT id FROM runs ORDER BY created DESC, id DESC LIMIT 1").fetchone()
         return str(row[0]) if row else None
 
     def run_status(self, run_id: str) -> str | None:
+        """The run's status (``running``, ``succeeded``, ``failed``, ``canceled``, ``interrupted``), or None."""
         row = self._db.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
         return str(row[0]) if row else None
 
@@ -347,6 +379,7 @@ class Ledger:
 
     # -- targets -------------------------------------------------------------------------------------
     def targets(self, run_id: str, states: Iterable[TargetState] | None = None) -> list[TargetRecord]:
+        """The run's target rows in dispatch order (optionally only those in ``states``)."""
         if states is None:
             rows = self._db.execute("SELECT * FROM targets WHERE run_id=? ORDER BY seq", (run_id,)).fetchall()
         else:
@@ -358,12 +391,14 @@ class Ledger:
         return [target_row(r) for r in rows]
 
     def target(self, run_id: str, target_id: str) -> TargetRecord | None:
+        """One target row of the run (None when it is not part of it)."""
         row = self._db.execute(
             "SELECT * FROM targets WHERE run_id=? AND target_id=?", (run_id, target_key(target_id))
         ).fetchone()
         return target_row(row) if row else None
 
     def counts(self, run_id: str) -> dict[str, int]:
+        """How many of the run's targets are in each state."""
         rows = self._db.execute("SELECT state, COUNT(*) FROM targets WHERE run_id=? GROUP BY state", (run_id,))
         return {str(state): int(n) for state, n in rows}
 
@@ -456,6 +491,7 @@ class Ledger:
             stdout_tail=result.stdout_tail,
             stderr_tail=result.stderr_tail,
             arm_requests=result.arm_requests,
+            attempt=result.attempt,
         )
 
     def uncleaned(self, run_id: str | None = None) -> list[TargetRecord]:

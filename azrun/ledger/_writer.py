@@ -96,6 +96,9 @@ class RunLedger(Ledger):
     def set_run_status(self, run_id: str, status: str, *, ended: bool = False, lease_token: str | None = None) -> None:
         self._submit(self._out.set_run_status, run_id, status, ended=ended, lease_token=self.holder.token)
 
+    def merge_run_options(self, run_id: str, values: dict[str, Any], *, lease_token: str | None = None) -> None:
+        self._submit(self._out.merge_run_options, run_id, values, lease_token=self.holder.token)
+
     def skip_pending(self, run_id: str, reason: str, *, lease_token: str | None = None) -> int:
         """Queued; returns 0 (the count is not known yet)."""
         self._submit(self._out.skip_pending, run_id, reason, lease_token=self.holder.token)

@@ -192,7 +192,7 @@ def build_clients(
         credential: Any = {"account_name": parts["accountname"], "account_key": parts["accountkey"]}
         client = ContainerClient.from_container_url(container.url, credential=credential, **kwargs)
         return client, AccountKeySigner(parts["accountname"], parts["accountkey"]) if sas else None
-    token_credential = factory.async_credential()
+    token_credential = factory.acredential()
     client = ContainerClient.from_container_url(container.url, credential=token_credential, **kwargs)
     if not sas:
         return client, None

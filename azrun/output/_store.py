@@ -11,7 +11,7 @@ container and creates + deletes a probe blob; with Entra auth and SAS mode it al
 user delegation key).
 
 Credentials: a connection string (account key) when given, else azrun's Entra credential
-(``ClientFactory.async_credential()``, scope ``https://storage.azure.com/.default``); client
+(``ClientFactory.acredential()``, scope ``https://storage.azure.com/.default``); client
 options and error wording live in :mod:`azrun.output._connect`.
 
 Requests cost: every storage request (retries included) is counted in :class:`StorageStats`;
@@ -206,6 +206,7 @@ class OutputStore:
 
     @property
     def container_url(self) -> str:
+        """The output container's URL (no credentials in it)."""
         return self._container.url
 
     @property
@@ -297,6 +298,7 @@ class OutputStore:
 
     # -- per target -----------------------------------------------------------------------------
     def blob_url(self, name: str) -> str:
+        """The URL of blob ``name`` in the container (no SAS)."""
         return f"{self._container.url}/{quote(name, safe='~/')}"
 
     def urls(self, run_id: str, target: Target) -> tuple[str, str]:
@@ -433,6 +435,7 @@ class OutputStore:
         return await self.read_name(blob_name(run_id, target, stream), offset)
 
     async def read_name(self, name: str, offset: int = 0) -> bytes:
+        """Blob ``name``'s bytes from ``offset`` to its end."""
         out = bytearray()
         while True:
             chunk = await self.read_chunk(name, offset + len(out))
@@ -483,7 +486,31 @@ class OutputStore:
             raise output_error(exc, self._container.url, "listing the run's blobs") from exc
         return sorted(found, key=lambda b: (b.path, b.stream))
 
+    async def write_document(self, name: str, data: bytes) -> None:
+        """Create or replace block blob ``name`` (run documents of the durable engine: plan, results)."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            await self.bucket.aacquire()
+            await self._client.get_blob_client(name).upload_blob(data, overwrite=True)
+        except AzureError as exc:
+            raise output_error(exc, self._container.url, f"writing {self.blob_url(name)}") from exc
+
+    def blob_client(self, name: str) -> Any:
+        """The aio ``BlobClient`` of blob ``name`` (the durable engine's shard leases)."""
+        return self._client.get_blob_client(name)
+
+    async def list_names(self, prefix: str) -> list[str]:
+        """Blob names under ``prefix``, sorted."""
+        from azure.core.exceptions import AzureError
+
+        try:
+            return sorted([b.name async for b in self._client.list_blobs(name_starts_with=prefix)])
+        except AzureError as exc:
+            raise output_error(exc, self._container.url, f"listing {prefix}") from exc
+
     async def aclose(self) -> None:
+        """Close the storage clients."""
         await self._client.close()
 
 

@@ -193,12 +193,20 @@ def build_report_data(
         span_s=round(max(1.0, (last - origin).total_seconds()), 3),
         spec=_mask_spec(run.spec, mask),
         selector=run.selector,
-        options=dict(run.options),
+        options=_public_options(run.options),
         driver=dict(driver or {"host": run.host, "pid": run.pid}),
         counts=counts,
         throttle=_throttle(throttle, targets),
         targets=tuple(targets),
     )
+
+
+def _public_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's options minus what a page must not carry: the protected values' salted
+    fingerprints (they let a reader test guesses offline) and what is shown elsewhere."""
+    from azrun.redact import FINGERPRINTS_KEY
+
+    return {k: v for k, v in options.items() if k not in (FINGERPRINTS_KEY, "runStats", "driver")}
 
 
 def _counts(states: Iterable[str]) -> dict[str, int]:

@@ -120,7 +120,7 @@ class RunCommandClient:
         self._api: dict[str, str] = {"api_version": api_version} if api_version else {}
 
     def _ops(self, path: MachinePath) -> Any:
-        client = self._factory.aio_compute(path.subscription_id)
+        client = self._factory.acompute(path.subscription_id)
         return client.virtual_machine_scale_set_vm_run_commands if path.uniform else client.virtual_machine_run_commands
 
     @staticmethod
@@ -195,7 +195,7 @@ class RunCommandClient:
         from azure.core.exceptions import ResourceNotFoundError
 
         path = MachinePath.of(target)
-        client = self._factory.aio_compute(path.subscription_id)
+        client = self._factory.acompute(path.subscription_id)
         view: Any
         try:
             if path.uniform:

@@ -109,14 +109,15 @@ def interpret(view: RunCommandView, timeout_s: int) -> Outcome | None:
         return Outcome(TargetState.SUCCEEDED, view.exit_code if view.exit_code is not None else 0, message)
     if state in ("failed", "timedout"):
         if looks_timed_out(view, timeout_s):
-            return Outcome(TargetState.TIMED_OUT, view.exit_code, f"timed out after {timeout_s}s ({message})".strip())
+            # the handler's -1 is its kill, not the script's exit: no exit code is known
+            return Outcome(TargetState.TIMED_OUT, None, f"timed out after {timeout_s}s ({message})".strip())
         return Outcome(TargetState.FAILED, view.exit_code, message or "execution failed")
     if state == "canceled":
-        return Outcome(TargetState.CANCELED, view.exit_code, message or "canceled")
+        return Outcome(TargetState.CANCELED, None, message or "canceled")
     if state == "unknown" and view.end_time is not None:
         return Outcome(TargetState.FAILED, view.exit_code, message or "execution state unknown")
     if view.provisioning_state.lower() == "failed":
         what = f"while the script was {view.execution_state}" if view.execution_state else "before the script ran"
-        return Outcome(TargetState.FAILED, view.exit_code,
+        return Outcome(TargetState.FAILED, None,
                        f"run command provisioning failed {what} (VM stopped or deallocated, or the extension failed)")
     return None

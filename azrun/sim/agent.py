@@ -41,14 +41,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import random
-import re
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -57,27 +55,16 @@ import aiohttp
 from yarl import URL
 
 from azrun.sim.agent_blobs import AppendBlob, BlobCreateError, BlobWriter, public_uri
+from azrun.sim.agent_files import EXIT_NO_SOURCE, NO_SOURCE_MESSAGE, machine_dir, safe_name, tail
 from azrun.sim.agent_process import EXIT_BLOB_CREATE, EXIT_DOWNLOAD, AgentFailure, command, spawn
 from azrun.sim.execution import ExecutionRequest, ExecutionStatus
 from azrun.sim.fleetspec import Faults, SimSettings
+from azrun.sim.timing import Timing
 from azrun.sim.tokens import Principal
 
 _LOG = logging.getLogger(__name__)
 
-TAIL_BYTES = 4096
 _SHELL_COMMANDS = {"runshellscript": "linux", "runpowershellscript": "windows"}
-
-
-def tail(path: Path, limit: int = TAIL_BYTES) -> str:
-    """The last ``limit`` bytes of a file, decoded leniently (the cut may split a character)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            return f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 def _now() -> datetime:
@@ -88,24 +75,13 @@ def _iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
-
-
-def machine_dir(resource_id: str, display: str) -> str:
-    """A machine's directory name: readable, and unique per resource id (case-insensitively).
-
-    Same-named VMs in other resource groups or subscriptions get directories of their own.
-    """
-    digest = hashlib.sha256(resource_id.lower().encode()).hexdigest()[:12]
-    return f"{_safe(display)}-{digest}"
-
-
 @dataclass
 class _Execution:
     req: ExecutionRequest
-    status: ExecutionStatus
+    status: ExecutionStatus  # what ARM shows (published at the agent's reports under cadence)
     workdir: Path
+    truth: ExecutionStatus = field(default_factory=ExecutionStatus)  # what really happened
+    reporter: asyncio.Task[None] | None = None
     task: asyncio.Task[None] | None = None
     process: asyncio.subprocess.Process | None = None
     killed: bool = False
@@ -141,6 +117,7 @@ class Agent:
         self._faults = faults
         self.storage_account_key = storage_account_key
         self._rng = random.Random(faults().seed)
+        self.timing = Timing(settings)
         self._live: dict[tuple[str, str], _Execution] = {}
         self._history: list[_Execution] = []
         self._blobs = BlobWriter(
@@ -160,9 +137,13 @@ class Agent:
         loop = asyncio.get_running_loop()
         key = (req.vm_id.lower(), req.run_command.lower())
         previous = self._live.pop(key, None)
-        workdir = self._root / machine_dir(req.vm_id, req.vm_display) / _safe(req.run_command) / str(req.seq)
-        ex = _Execution(req=req, status=ExecutionStatus(), workdir=workdir)
+        workdir = self._root / machine_dir(req.vm_id, req.vm_display) / safe_name(req.run_command) / str(req.seq)
+        status = ExecutionStatus()
+        cadence = self.timing.status_cadence
+        ex = _Execution(req=req, status=status, workdir=workdir, truth=ExecutionStatus() if cadence else status)
         ex.task = loop.create_task(self._run(ex, previous), name=f"agent:{req.vm_display}/{req.run_command}")
+        if cadence:
+            ex.reporter = loop.create_task(self._report_loop(ex), name=f"report:{req.vm_display}/{req.run_command}")
         self._live[key] = ex
         return ex.status
 
@@ -176,7 +157,7 @@ class Agent:
         """Every execution whose script process started (for ``GET /_sim/executions``)."""
         out = []
         for ex in self._history:
-            st = ex.status
+            st = ex.truth
             out.append(
                 {
                     "vm": ex.req.vm_id,
@@ -204,6 +185,9 @@ class Agent:
         self._live.clear()
         for ex in live:
             await self._kill(ex)
+        for ex in [*live, *self._history]:
+            if ex.reporter is not None:
+                ex.reporter.cancel()
         for ex in self._history:
             self._killpg(ex)
         await self._blobs.aclose()
@@ -213,8 +197,11 @@ class Agent:
     async def _run(self, ex: _Execution, previous: _Execution | None) -> None:
         if previous is not None:
             await self._kill(previous)
-        await asyncio.sleep(self._settings.agent_start_delay_s)
-        ex.status.start_time = _now()
+        req = ex.req
+        await asyncio.sleep(self.timing.start_delay(req.vm_id, scale_set_vm=req.scale_set_vm, managed=req.managed))
+        if req.never_starts:
+            await asyncio.Event().wait()  # fault: the agent never picks it up; only kill() ends this
+        ex.truth.start_time = _now()
         try:
             await self._execute(ex)
         except AgentFailure as failure:
@@ -242,7 +229,7 @@ class Agent:
         process = await spawn(ex.workdir, argv, env, user, stdout_path, stderr_path)
         ex.process = process
         self._history.append(ex)
-        st = ex.status
+        st = ex.truth
         st.state, st.message, st.started = "Running", "Execution in progress", True
         stop = asyncio.Event()
         uploader = asyncio.create_task(self._upload_loop(blobs, stop))
@@ -272,7 +259,7 @@ class Agent:
         timeout = ex.req.timeout_s if ex.req.timeout_s > 0 else None
         try:
             rc = await asyncio.wait_for(process.wait(), timeout)
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # distinct classes on 3.10
             self._killpg(ex)
             await process.wait()
             rc = -1
@@ -285,7 +272,7 @@ class Agent:
     def _finish(self, ex: _Execution, state: str, exit_code: int, message: str) -> None:
         if ex.killed:
             return
-        st = ex.status
+        st = ex.truth
         if st.start_time is None:
             st.start_time = _now()
         st.state, st.exit_code, st.message = state, exit_code, message
@@ -293,21 +280,38 @@ class Agent:
         st.finished = True
 
     def _refresh(self, ex: _Execution) -> None:
-        ex.status.output = tail(ex.workdir / "stdout")
-        ex.status.error = tail(ex.workdir / "stderr")
+        ex.truth.output = tail(ex.workdir / "stdout")
+        ex.truth.error = tail(ex.workdir / "stderr")
+
+    async def _report_loop(self, ex: _Execution) -> None:
+        """Under the status cadence: publish what happened at each of the agent's reports."""
+        interval = self._settings.agent_status_interval_s
+        await asyncio.sleep(self.timing.report_phase())
+        while not ex.killed:
+            if ex.truth.started and not ex.truth.finished:
+                self._refresh(ex)
+            for f in fields(ExecutionStatus):
+                setattr(ex.status, f.name, getattr(ex.truth, f.name))
+            if ex.truth.finished:
+                return
+            await asyncio.sleep(interval)
 
     async def _status_loop(self, ex: _Execution, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._settings.agent_status_interval_s)
             if not stop.is_set():
                 self._refresh(ex)
 
     async def _kill(self, ex: _Execution) -> None:
-        if ex.status.finished and (ex.task is None or ex.task.done()):
+        if ex.truth.finished and (ex.task is None or ex.task.done()):
+            if ex.reporter is not None:
+                ex.reporter.cancel()
             return  # it completed on its own: its record stays as it was
         ex.killed = True
-        ex.status.finished = True
+        ex.status.finished = ex.truth.finished = True
+        if ex.reporter is not None and not ex.reporter.done() and ex.reporter is not asyncio.current_task():
+            ex.reporter.cancel()
         self._killpg(ex)
         task = ex.task
         if task is not None and not task.done() and task is not asyncio.current_task():
@@ -332,6 +336,8 @@ class Agent:
         req = ex.req
         windows = req.os.lower() == "windows"
         name = "script.ps1" if windows else "script.sh"
+        if not (req.script or req.script_uri or req.command_id):
+            raise AgentFailure(EXIT_NO_SOURCE, f"Execution failed: {NO_SOURCE_MESSAGE}")
         if req.script_uri:
             content, name = await self._download(req.script_uri)
         elif req.command_id and req.command_id.lower() not in _SHELL_COMMANDS:
@@ -351,12 +357,12 @@ class Agent:
 
     async def _download(self, uri: str) -> tuple[bytes, str]:
         """Fetch a scriptUri (one try, like the handler's SAS GET)."""
-        name = _safe(public_uri(uri).rstrip("/").rsplit("/", 1)[-1]) or "script.sh"
+        name = safe_name(public_uri(uri).rstrip("/").rsplit("/", 1)[-1]) or "script.sh"
         try:
             async with self._blobs.session().get(URL(uri, encoded=True)) as resp:
                 body = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as exc:
             raise AgentFailure(
                 EXIT_DOWNLOAD,
                 f"Execution failed: Failed to download the script '{public_uri(uri)}': {type(exc).__name__}",
@@ -382,7 +388,7 @@ class Agent:
 
     async def _upload_loop(self, blobs: list[AppendBlob], stop: asyncio.Event) -> None:
         while blobs and not stop.is_set():
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._settings.agent_upload_interval_s)
             if stop.is_set():
                 return

@@ -130,7 +130,7 @@ class BlobWriter:
                 if resp.status != 201:
                     raise StorageError(resp.status, await resp.text(), token=principal is not None)
             return blob
-        except (StorageError, aiohttp.ClientError, TimeoutError) as exc:
+        except (StorageError, aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as exc:
             detail = str(exc) if isinstance(exc, StorageError) else f"{type(exc).__name__}: connection failed"
             _LOG.info("blob create failed for %s: %s", public_uri(uri), detail)
             raise BlobCreateError(uri, detail) from None
@@ -173,7 +173,7 @@ class BlobWriter:
                     error = StorageError(resp.status, await resp.text())
                     _LOG.info("append to %s failed: %s", blob.display, error)
                     return
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError) as exc:
             _LOG.info("append to %s failed: %s", blob.display, type(exc).__name__)
             return
         blob.position += len(data)

@@ -250,7 +250,7 @@ class Azurite:
             process.send_signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), timeout_s)
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # distinct classes on 3.10
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()

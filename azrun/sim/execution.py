@@ -35,6 +35,9 @@ class ExecutionRequest:
     error_blob_principal: Principal | None = None
     blob_identity_missing: bool = False
     hung: bool = False
+    never_starts: bool = False  # fault: the agent never picks it up (status stays Pending)
+    scale_set_vm: bool = False  # a Uniform instance (slower dispatch, as recorded)
+    managed: bool = True  # a managed run command (False: the legacy action extension)
 
 
 @dataclass

@@ -7,7 +7,11 @@ A fleet file is TOML::
     token_ttl_s = 3600                # expires_in of minted tokens
     agent_upload_interval_s = 15      # the Linux handler appends to blobs every 15 s
     agent_status_interval_s = 15      # and refreshes the instance view (last 4 KB) as often
-    agent_start_delay_s = 0.2         # time from PUT to the script starting
+    profile = "fast"                  # or "realistic": recorded latencies (azrun/sim/timing.py)
+    agent_start_delay_s = 0.2         # time from PUT to the script starting (default: the profile's)
+    handler_install_s = [60, 120]     # first run command per machine installs the handler
+    delete_duration_s = 0.3           # how long a DELETE lasts (or [low, high]; fast default 0)
+    agent_status_cadence = false      # state changes wait for the agent's 15 s report
     identical_put_reexecutes = false  # Azure: an identical re-PUT does not run again
     page_size = 100                   # items per page before a nextLink
     current_vm = "rg-ops/vm-ops-01"   # the VM whose IMDS the local IMDS is ("<rg>/<vm>")
@@ -26,6 +30,7 @@ A fleet file is TOML::
     [[subscription.resource_group.vm]]
     name = "vm-web-{i:02d}"; count = 3; os = "linux"; power = "running"
     tags = { env = "prod" }; system_identity = true; user_identities = ["id-azrun"]
+    system_identity_storage_role = "contributor"   # default "none": a role must be granted
     [[subscription.resource_group.vmss]]
     name = "vmss-api"; orchestration = "Uniform"; instances = 3; tags = {...}
     instance_power = { "2" = "deallocated" }
@@ -105,6 +110,10 @@ def _limits(raw: dict[str, Any]) -> Limits:
             raise FleetError(f"unknown [limits] key {key!r}")
         if key == "enabled":
             kwargs[key] = bool(value)
+        elif key == "header_format":
+            if str(value) not in ("current", "legacy"):
+                raise FleetError(f"[limits] header_format must be \"current\" or \"legacy\", got {value!r}")
+            kwargs[key] = str(value)
         elif key in ("imds_rps",):
             kwargs[key] = float(value)
         elif key == "imds_concurrency":
@@ -123,7 +132,7 @@ def parse_faults(raw: dict[str, Any], base: Faults | None = None) -> Faults:
             raise FleetError(f"unknown [faults] key {key!r}")
         if key == "imds_error_sequence":
             kwargs[key] = tuple(int(v) for v in value)
-        elif key == "hung_agents":
+        elif key in ("hung_agents", "agents_never_start", "agents_not_ready", "extensions_busy"):
             kwargs[key] = tuple(str(v) for v in value)
         elif key == "deallocate_at":
             kwargs[key] = tuple((str(v["vm"]), float(v["at_s"])) for v in value)
@@ -145,14 +154,39 @@ def _names(template: str, count: int) -> list[str]:
     return [template.format(i=i) for i in range(1, count + 1)]
 
 
+_PAIRS = ("handler_install_s", "delete_duration_s")
+
+
 def _sim_settings(raw: dict[str, Any]) -> SimSettings:
     base = SimSettings()
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if not hasattr(base, key):
             raise FleetError(f"unknown [sim] key {key!r}")
-        kwargs[key] = type(getattr(base, key))(value) if getattr(base, key) is not None else value
+        if key in _PAIRS:
+            kwargs[key] = _span(key, value)
+        elif key == "agent_start_delay_s":
+            kwargs[key] = float(value)
+        elif key == "agent_status_cadence":
+            kwargs[key] = bool(value)
+        elif key == "profile":
+            if value not in ("fast", "realistic"):
+                raise FleetError(f'[sim] profile must be "fast" or "realistic", got {value!r}')
+            kwargs[key] = str(value)
+        else:
+            kwargs[key] = type(getattr(base, key))(value) if getattr(base, key) is not None else value
     return replace(base, **kwargs)
+
+
+def _span(key: str, value: Any) -> tuple[float, float]:
+    """A duration: one number, or [low, high] to draw from."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (float(value), float(value))
+    if isinstance(value, list | tuple) and len(value) == 2:
+        low, high = float(value[0]), float(value[1])
+        if 0 <= low <= high:
+            return (low, high)
+    raise FleetError(f"[sim] {key} is seconds or [low, high] seconds, got {value!r}")
 
 
 def load_fleet(source: str | Path | dict[str, Any]) -> FleetSpec:
@@ -224,9 +258,22 @@ def _vm(v: dict[str, Any], name: str, sub_id: str, rg: ResourceGroupSpec) -> VmS
         power=str(v.get("power", "running")).lower(),
         tags=_tags(v.get("tags")),
         system_identity=bool(v.get("system_identity", False)),
+        system_storage_role=_role(v),
         user_identities=tuple(str(x) for x in v.get("user_identities", [])),
         size=str(v.get("size", "Standard_D2s_v5")),
     )
+
+
+_ROLES = ("contributor", "reader", "none")
+
+
+def _role(entry: dict[str, Any]) -> str:
+    """``system_identity_storage_role``: what the system identity may do on the output container
+    (default none: in Azure a role must be granted)."""
+    role = str(entry.get("system_identity_storage_role", "none")).lower()
+    if role not in _ROLES:
+        raise FleetError(f"system_identity_storage_role must be one of {', '.join(_ROLES)}, got {role!r}")
+    return role
 
 
 def _vmss(ss: dict[str, Any], sub_id: str, rg: ResourceGroupSpec) -> VmssSpec:
@@ -242,6 +289,7 @@ def _vmss(ss: dict[str, Any], sub_id: str, rg: ResourceGroupSpec) -> VmssSpec:
         tags=_tags(ss.get("tags")),
         instance_power=tuple((str(k), str(v).lower()) for k, v in ss.get("instance_power", {}).items()),
         system_identity=bool(ss.get("system_identity", False)),
+        system_storage_role=_role(ss),
         user_identities=tuple(str(x) for x in ss.get("user_identities", [])),
         size=str(ss.get("size", "Standard_D2s_v5")),
     )
@@ -264,6 +312,7 @@ def _flex_members(ss: dict[str, Any], sub_id: str, rg: ResourceGroupSpec) -> lis
                 power=power.get(str(i), "running"),
                 tags=_tags(ss.get("member_tags")),
                 system_identity=bool(ss.get("system_identity", False)),
+                system_storage_role=_role(ss),
                 user_identities=tuple(str(x) for x in ss.get("user_identities", [])),
                 vmss=name,
                 size=str(ss.get("size", "Standard_D2s_v5")),

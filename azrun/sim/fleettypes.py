@@ -24,19 +24,32 @@ class Limits:
     """Throttling limits; pairs are (bucket capacity, refill per second)."""
 
     enabled: bool = True
+    header_format: str = "current"  # "current" | "legacy" (windowed ``...3Min;N,...30Min;N``)
     arm_reads: tuple[float, float] = (250, 25)
     arm_writes: tuple[float, float] = (200, 10)
     arm_deletes: tuple[float, float] = (200, 10)
     # Compute, per VM (resource) and per subscription; refills are per *minute* in the docs.
+    # Capacities are the highest counts recorded + 1 (docs/architecture.md).
     vm_update_resource: tuple[float, float] = (12, 4 / 60)
     vm_get_resource: tuple[float, float] = (36, 12 / 60)
-    vm_operation_resource: tuple[float, float] = (45, 15 / 60)
+    vm_operation_resource: tuple[float, float] = (60, 20 / 60)
     vm_update_subscription: tuple[float, float] = (1500, 500 / 60)
     vm_get_subscription: tuple[float, float] = (24000, 8000 / 60)
     vm_list_subscription: tuple[float, float] = (900, 300 / 60)
     vm_operation_subscription: tuple[float, float] = (15000, 5000 / 60)
-    vmss_vm_update_subscription: tuple[float, float] = (1500, 500 / 60)
+    vmss_vm_update_resource: tuple[float, float] = (12, 4 / 60)
+    vmss_vm_update_subscription: tuple[float, float] = (2000, 2000 / 180)
+    vmss_vm_delete_resource: tuple[float, float] = (12, 4 / 60)
+    vmss_vm_delete_subscription: tuple[float, float] = (2000, 2000 / 180)
+    vmss_vm_get_resource: tuple[float, float] = (36, 12 / 60)
     vmss_vm_get_subscription: tuple[float, float] = (6000, 2000 / 60)
+    vmss_batched_subscription: tuple[float, float] = (6000, 2000 / 60)
+    vmss_views_subscription: tuple[float, float] = (30000, 10000 / 60)
+    vmss_actions_subscription: tuple[float, float] = (1500, 500 / 60)
+    vmss_list_resource: tuple[float, float] = (30, 10 / 60)
+    vmss_list_subscription: tuple[float, float] = (1080, 360 / 60)
+    vmss_get_resource: tuple[float, float] = (36, 12 / 60)
+    vmss_get_subscription: tuple[float, float] = (2400, 800 / 60)
     imds_rps: float = 20
     imds_concurrency: int = 5
 
@@ -50,10 +63,13 @@ class Faults:
     arm_reset_rate: float = 0.0  # share of ARM requests whose connection is reset
     arm_latency_ms: float = 0.0  # added to every ARM answer
     arm_conflict_rate: float = 0.0  # share of run-command PUTs answered 409 Conflict
+    extensions_busy: tuple[str, ...] = ()  # machines where another extension operation is in progress (409)
     arm_throttle_rate: float = 0.0  # share of ARM requests answered 429 (a "429 storm")
     imds_error_sequence: tuple[int, ...] = ()  # statuses the next IMDS token requests answer
     imds_latency_ms: float = 20.0  # each IMDS token request takes this long (concurrency is real)
     hung_agents: tuple[str, ...] = ()  # VM names (or "vmss/instance") whose agent never finishes
+    agents_never_start: tuple[str, ...] = ()  # their agent never picks a run command up (Pending)
+    agents_not_ready: tuple[str, ...] = ()  # VM agent not ready: nothing starts, DELETE never ends
     deallocate_at: tuple[tuple[str, float], ...] = ()  # (vm name, seconds after start)
     blob_append_failure_rate: float = 0.0  # share of agent appends that fail (retried next tick)
 
@@ -95,6 +111,8 @@ class VmSpec:
     power: str = "running"  # running | stopped | deallocated
     tags: tuple[tuple[str, str], ...] = ()
     system_identity: bool = False
+    # The system-assigned identity's role on the output container: none unless granted, as in Azure.
+    system_storage_role: str = "none"
     user_identities: tuple[str, ...] = ()  # Identity names in the same subscription
     vmss: str | None = None  # name of the Flexible scale set this VM belongs to
     size: str = "Standard_D2s_v5"
@@ -134,6 +152,7 @@ class VmssSpec:
     tags: tuple[tuple[str, str], ...] = ()
     instance_power: tuple[tuple[str, str], ...] = ()  # instance id -> power state
     system_identity: bool = False
+    system_storage_role: str = "none"
     user_identities: tuple[str, ...] = ()
     size: str = "Standard_D2s_v5"
 
@@ -172,7 +191,11 @@ class SimSettings:
     token_ttl_s: int = 3600
     agent_upload_interval_s: float = 15.0
     agent_status_interval_s: float = 15.0
-    agent_start_delay_s: float = 0.2
+    profile: str = "fast"  # "fast" | "realistic" (azrun/sim/timing.py); explicit settings win
+    agent_start_delay_s: float | None = None  # None: the profile's (fast 0.2 s; realistic: recorded)
+    handler_install_s: tuple[float, float] | None = None  # first-run install (realistic: 60-120 s)
+    delete_duration_s: tuple[float, float] | None = None  # DELETE lasts (fast 0.3 s; realistic: recorded)
+    agent_status_cadence: bool | None = None  # state waits for the 15 s report (realistic: yes)
     identical_put_reexecutes: bool = False
     page_size: int = 100
     current_vm: str | None = None  # "<resource group>/<vm name>" in the first subscription

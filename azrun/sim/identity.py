@@ -104,13 +104,31 @@ def principal_by_object_id(fleet: FleetSpec, object_id: str) -> tuple[Principal,
 
 
 def storage_role(fleet: FleetSpec, principal: Principal) -> str:
-    """The principal's role on the output container: user identities say it; system ones are contributors.
+    """The principal's role on the output container, as the fleet file grants it.
 
-    The fleet file has no storage role for system-assigned identities, so they are treated as
-    "Storage Blob Data Contributor" (the common setup for run-command output).
+    User-assigned identities say it (``storage_role``); a system-assigned identity has the role
+    of its VM's or scale set's ``system_identity_storage_role``: none unless granted, as in
+    Azure, where enabling the identity grants nothing.
     """
+    return _roles(fleet).get(principal.object_id.lower(), "none")
+
+
+_ROLE_CACHE: dict[int, tuple[FleetSpec, dict[str, str]]] = {}
+
+
+def _roles(fleet: FleetSpec) -> dict[str, str]:
+    """Object id -> storage role of every identity of the fleet (built once per fleet)."""
+    cached = _ROLE_CACHE.get(id(fleet))
+    if cached is not None and cached[0] is fleet:
+        return cached[1]
+    roles: dict[str, str] = {}
+    hosts: list[Host] = [*fleet.vms, *fleet.scale_sets]
+    for host in hosts:
+        if host.system_identity:
+            roles[system_principal(host, fleet.sim.tenant_id).object_id.lower()] = host.system_storage_role
     for sub in fleet.subscriptions:
         for ident in sub.identities:
-            if ident.principal_id.lower() == principal.object_id.lower():
-                return ident.storage_role
-    return "contributor"
+            roles[ident.principal_id.lower()] = ident.storage_role
+    _ROLE_CACHE.clear()  # one fleet per process in practice
+    _ROLE_CACHE[id(fleet)] = (fleet, roles)
+    return roles

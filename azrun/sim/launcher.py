@@ -53,6 +53,7 @@ class SimProcess:
         workdir: where everything of this simulator lives.
         storage: start Azurite too.
         extra_env: environment additions for the child (e.g. ``AZRUN_AZURITE_BIN``).
+        profile: "fast" or "realistic" timing (azrun/sim/timing.py); None keeps the fleet file's.
     """
 
     def __init__(
@@ -62,8 +63,10 @@ class SimProcess:
         workdir: Path,
         storage: bool = True,
         extra_env: dict[str, str] | None = None,
+        profile: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self.profile = profile
         self.workdir.mkdir(parents=True, exist_ok=True)
         if isinstance(fleet, str) and "\n" in fleet:
             path = self.workdir / "fleet.toml"
@@ -103,6 +106,8 @@ class SimProcess:
             argv += ["--fleet", str(self.fleet)]
         if not self.storage:
             argv.append("--no-storage")
+        if self.profile is not None:
+            argv += ["--profile", self.profile]
         return argv
 
     def start(self, timeout_s: float = 30) -> dict[str, str]:

@@ -37,6 +37,7 @@ class Machine:
     run_commands: dict[str, RunCommand] = field(default_factory=dict)
     action: Operation | None = None  # the latest legacy ``runCommand`` action (one at a time)
     action_seq: int = 0
+    agent_ready: bool = True  # False under the ``agents_not_ready`` fault
 
     @property
     def action_extension(self) -> str:
@@ -85,6 +86,8 @@ class RunCommand:
     seq: int
     status: ExecutionStatus
     preempted: bool = False
+    deleting: bool = False  # a DELETE was accepted; still listed until its operation ends
+    delete_op: Operation | None = None
 
     @property
     def async_execution(self) -> bool:
@@ -97,6 +100,8 @@ class RunCommand:
     def provisioning_state(self) -> str:
         """Creating/Updating until the agent says so, then Succeeded (or Failed, see module doc)."""
         st = self.status
+        if self.deleting:
+            return "Deleting"
         if self.preempted:
             return "Failed"
         if self.async_execution and st.started:

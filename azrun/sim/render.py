@@ -13,9 +13,7 @@ from typing import Any
 from azrun.sim.fleetspec import FleetSpec, ResourceGroupSpec, SubscriptionSpec, VmSpec, VmssSpec, stable_uuid
 from azrun.sim.identity import attached_identities, system_principal, user_principal
 from azrun.sim.model import Machine, ResourceEntry
-
-_CREATED = "2024-06-01T08:00:00.0000000+00:00"
-_POWER_DISPLAY = {"running": "VM running", "stopped": "VM stopped", "deallocated": "VM deallocated"}
+from azrun.sim.render_parts import CREATED, image, os_disk, os_profile, power_instance_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,76 +56,6 @@ def identity_block(fleet: FleetSpec, host: VmSpec | VmssSpec) -> dict[str, Any] 
     return block
 
 
-def _os_profile(computer_name: str, os: str) -> dict[str, Any]:
-    profile: dict[str, Any] = {"computerName": computer_name, "adminUsername": "azureuser", "secrets": []}
-    if os == "windows":
-        profile["windowsConfiguration"] = {"provisionVMAgent": True, "enableAutomaticUpdates": True}
-    else:
-        profile["linuxConfiguration"] = {"disablePasswordAuthentication": True, "provisionVMAgent": True}
-    profile["allowExtensionOperations"] = True
-    return profile
-
-
-def _image(os: str) -> dict[str, str]:
-    if os == "windows":
-        return {
-            "publisher": "MicrosoftWindowsServer",
-            "offer": "WindowsServer",
-            "sku": "2022-datacenter-azure-edition",
-            "version": "latest",
-        }
-    return {"publisher": "Canonical", "offer": "ubuntu-24_04-lts", "sku": "server", "version": "latest"}
-
-
-def _os_disk(m: Machine) -> dict[str, Any]:
-    disk = f"{m.name}_OsDisk_1"
-    return {
-        "osType": "Windows" if m.os == "windows" else "Linux",
-        "name": disk,
-        "createOption": "FromImage",
-        "caching": "ReadWrite",
-        "managedDisk": {
-            "storageAccountType": "Premium_LRS",
-            "id": f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}/providers/Microsoft.Compute/disks/{disk}",
-        },
-        "diskSizeGB": 30,
-    }
-
-
-def power_instance_view(m: Machine, computer_name: str) -> dict[str, Any]:
-    """``instanceView`` with the statuses clients read: provisioning and power state."""
-    view: dict[str, Any] = {
-        "computerName": computer_name,
-        "osName": "Windows Server 2022 Datacenter" if m.os == "windows" else "ubuntu",
-        "statuses": [
-            {
-                "code": "ProvisioningState/succeeded",
-                "level": "Info",
-                "displayStatus": "Provisioning succeeded",
-                "time": _CREATED,
-            },
-            {
-                "code": f"PowerState/{m.power}",
-                "level": "Info",
-                "displayStatus": _POWER_DISPLAY.get(m.power, m.power),
-            },
-        ],
-    }
-    if m.power == "running":
-        view["vmAgent"] = {
-            "vmAgentVersion": "2.12.0.2",
-            "statuses": [
-                {
-                    "code": "ProvisioningState/succeeded",
-                    "level": "Info",
-                    "displayStatus": "Ready",
-                    "message": "GuestAgent is running and accepting new configurations.",
-                }
-            ],
-        }
-    return view
-
-
 class Renderer:
     """Builds (and caches the static parts of) every body the local ARM answers."""
 
@@ -139,7 +67,7 @@ class Renderer:
 
     def machine_json(self, m: Machine, *, instance_view: bool = False) -> bytes:
         """A VM or Uniform instance as encoded JSON, cached per power state (lists splice these)."""
-        key = (m.id, m.power if instance_view else None)
+        key = (m.id, f"{m.power}/{m.agent_ready}" if instance_view else None)
         data = self._bytes.get(key)
         if data is None:
             body = (
@@ -147,6 +75,26 @@ class Renderer:
                 if m.uniform
                 else self.vm(m, instance_view=instance_view)
             )
+            data = self._bytes[key] = encode(body)
+        return data
+
+    def status_json(self, m: Machine) -> bytes:
+        """A ``statusOnly=true`` stub: status without the model (no tags, OS, identity, scale set)."""
+        key = (m.id, f"status:{m.power}/{m.agent_ready}")
+        data = self._bytes.get(key)
+        if data is None:
+            view = power_instance_view(m, "")
+            body = {
+                "name": m.name,
+                "id": m.id,
+                "type": "Microsoft.Compute/virtualMachines",
+                "location": m.location,
+                "properties": {
+                    "vmId": self.vm(m)["properties"]["vmId"],
+                    "provisioningState": "Succeeded",
+                    "instanceView": {"statuses": view["statuses"]},
+                },
+            }
             data = self._bytes[key] = encode(body)
         return data
 
@@ -173,36 +121,39 @@ class Renderer:
         props: dict[str, Any] = {
             "vmId": vm.vm_id,
             "hardwareProfile": {"vmSize": vm.size},
-            "storageProfile": {"imageReference": _image(m.os), "osDisk": _os_disk(m), "dataDisks": []},
-            "osProfile": _os_profile(vm.name, m.os),
+            "storageProfile": {"imageReference": image(m.os), "osDisk": os_disk(m), "dataDisks": []},
+            "osProfile": os_profile(vm.name, m.os),
             "networkProfile": {
                 "networkInterfaces": [
                     {
                         "id": (
                             f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}"
                             f"/providers/Microsoft.Network/networkInterfaces/{m.name}-nic"
-                        )
+                        ),
+                        "properties": {"primary": True, "deleteOption": "Delete"},
                     }
                 ]
             },
             "provisioningState": "Succeeded",
-            "timeCreated": _CREATED,
+            "timeCreated": CREATED,
         }
+        tags = _tags(vm.tags)
         if vm.vmss:
+            # As recorded: a Flexible member's id and scale-set id carry the group upper-cased.
             props["virtualMachineScaleSet"] = {
                 "id": (
-                    f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}"
+                    f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group.upper()}"
                     f"/providers/Microsoft.Compute/virtualMachineScaleSets/{vm.vmss}"
                 )
             }
+            tags.setdefault("VirtualMachineProfileTimeCreated", "6/1/2024 8:00:00 AM +00:00")
         body: dict[str, Any] = {
             "name": m.name,
             "id": m.id,
             "type": "Microsoft.Compute/virtualMachines",
             "location": m.location,
+            "tags": tags,  # "{}" when empty, as recorded
         }
-        if vm.tags:
-            body["tags"] = _tags(vm.tags)
         ident = identity_block(self.fleet, vm)
         if ident:
             body["identity"] = ident
@@ -217,16 +168,16 @@ class Renderer:
             "orchestrationMode": ss.orchestration,
             "provisioningState": "Succeeded",
             "uniqueId": _uid(ss),
-            "timeCreated": _CREATED,
+            "timeCreated": CREATED,
         }
         if ss.orchestration == "Uniform":
             props["upgradePolicy"] = {"mode": "Manual"}
             props["overprovision"] = False
             props["singlePlacementGroup"] = True
             props["virtualMachineProfile"] = {
-                "osProfile": {**_os_profile(ss.name, ss.os), "computerNamePrefix": ss.name},
+                "osProfile": {**os_profile(ss.name, ss.os, scale_set=True), "computerNamePrefix": ss.name},
                 "storageProfile": {
-                    "imageReference": _image(ss.os),
+                    "imageReference": image(ss.os),
                     "osDisk": {
                         "osType": "Windows" if ss.os == "windows" else "Linux",
                         "createOption": "FromImage",
@@ -246,8 +197,7 @@ class Renderer:
             "location": ss.location,
             "sku": {"name": ss.size, "tier": "Standard", "capacity": ss.instances},
         }
-        if ss.tags:
-            body["tags"] = _tags(ss.tags)
+        body["tags"] = _tags(ss.tags)  # "{}" when empty, as recorded
         ident = identity_block(self.fleet, ss)
         if ident:
             body["identity"] = ident
@@ -277,17 +227,26 @@ class Renderer:
             "instanceId": m.instance_id,
             "sku": {"name": ss.size, "tier": "Standard"},
         }
-        if ss.tags:
-            body["tags"] = _tags(ss.tags)
+        body["tags"] = _tags(ss.tags)
         body["properties"] = {
             "latestModelApplied": True,
             "modelDefinitionApplied": "VirtualMachineScaleSet",
             "vmId": _uid(ss, m.instance_id),
             "hardwareProfile": {"vmSize": ss.size},
-            "storageProfile": {"imageReference": _image(m.os), "osDisk": _os_disk(m), "dataDisks": []},
-            "osProfile": _os_profile(computer, m.os),
+            "storageProfile": {"imageReference": image(m.os), "osDisk": os_disk(m), "dataDisks": []},
+            "osProfile": os_profile(computer, m.os, scale_set=True),
+            "networkProfile": {
+                "networkInterfaces": [
+                    {
+                        "id": (
+                            f"{m.id}/networkInterfaces/{ss.name}-nic"
+                        ),
+                        "properties": {"primary": True},
+                    }
+                ]
+            },
             "provisioningState": "Succeeded",
-            "timeCreated": _CREATED,
+            "timeCreated": CREATED,
         }
         return body
 

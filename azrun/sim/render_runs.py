@@ -26,6 +26,12 @@ def _time(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat()
 
 
+def _op_time(value: datetime) -> str:
+    """Operation times as recorded: 7 decimals (``2023-12-19T08:57:45.8534027+00:00``)."""
+    v = value.astimezone(timezone.utc) if value.tzinfo else value
+    return f"{v:%Y-%m-%dT%H:%M:%S}.{v.microsecond:06d}0+00:00"
+
+
 def run_command(rc: RunCommand, *, instance_view: bool = False) -> dict[str, Any]:
     m = rc.machine
     props: dict[str, Any] = {}
@@ -42,7 +48,6 @@ def run_command(rc: RunCommand, *, instance_view: bool = False) -> dict[str, Any
             value = _no_query(value)
         props[key] = value
     props.setdefault("asyncExecution", False)
-    props.setdefault("treatFailureAsDeploymentFailure", False)
     props["provisioningState"] = rc.provisioning_state()
     if instance_view:
         props["instanceView"] = execution_view(rc.status)
@@ -58,9 +63,9 @@ def run_command(rc: RunCommand, *, instance_view: bool = False) -> dict[str, Any
     return body
 
 def operation(op: Operation) -> dict[str, Any]:
-    body: dict[str, Any] = {"startTime": _time(op.start), "status": op.status, "name": op.id}
+    body: dict[str, Any] = {"startTime": _op_time(op.start), "status": op.status, "name": op.id}
     if op.end is not None:
-        body["endTime"] = _time(op.end)
+        body["endTime"] = _op_time(op.end)
     if op.error is not None:
         body["error"] = dict(op.error)
     if op.kind == "action" and op.status == "Succeeded":
@@ -97,8 +102,7 @@ def execution_view(st: ExecutionStatus) -> dict[str, Any]:
         view["startTime"] = _time(st.start_time)
     if st.end_time is not None:
         view["endTime"] = _time(st.end_time)
-    view["statuses"] = []
-    return view
+    return view  # exactly these keys, as recorded (no "statuses")
 
 
 def _no_query(uri: str) -> str:

@@ -29,6 +29,7 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,7 @@ class LocalAzure:
         self.imds: ImdsService | None = None
         self.azurite: Azurite | None = None
         self._runners: list[web.AppRunner] = []
+        self._outages: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"LocalAzure(arm={self.env.get('AZRUN_ARM_ENDPOINT')}, storage={self.storage})"
@@ -124,9 +126,27 @@ class LocalAzure:
         )
         self.world = World(self.spec, agent=self.agent, reqlog=self.reqlog)
         self.imds = ImdsService(self.spec, reqlog=self.reqlog, faults=self._faults, limits=self._limits)
-        arm_port = await self._serve(make_arm_app(self.world), tls.server_context())
+        arm_context = tls.server_context()
+        arm_port = await self._serve(make_arm_app(self.world), arm_context)
         imds_port = await self._serve(self.imds.app(), None)
+        self.world.refuse_hook = lambda seconds: self._refuse(seconds, arm_port, arm_context)
         return arm_port, imds_port
+
+    def _refuse(self, seconds: float, port: int, ssl_context: Any) -> None:
+        """Close ARM's listening socket for ``seconds`` (connections refused), then listen again."""
+        runner = self._runners[0]
+
+        async def outage() -> None:
+            await asyncio.sleep(0.05)  # let the admin answer go out first
+            for site in list(runner.sites):
+                await site.stop()
+            await asyncio.sleep(seconds)
+            if self._runners and self._runners[0] is runner:
+                await web.TCPSite(runner, self.host, port, ssl_context=ssl_context).start()
+
+        task = asyncio.get_running_loop().create_task(outage())
+        self._outages.add(task)
+        task.add_done_callback(self._outages.discard)
 
     async def _serve(self, app: web.Application, ssl_context: Any) -> int:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -156,6 +176,8 @@ class LocalAzure:
 
     async def stop(self) -> None:
         """Stop everything that was started (idempotent)."""
+        for task in list(self._outages):
+            task.cancel()
         if self.agent is not None:
             await self.agent.aclose()
         runners, self._runners = self._runners, []
@@ -192,6 +214,12 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--request-log", type=Path, default=None, help="JSON-lines request log")
     up.add_argument("--workdir", type=Path, default=None, help="state directory (default: a temporary one)")
     up.add_argument("--no-storage", action="store_true", help="do not start Azurite")
+    up.add_argument(
+        "--profile",
+        choices=("fast", "realistic"),
+        default=None,
+        help="timing profile (default: the fleet file's [sim] profile, else fast)",
+    )
     up.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
     up.add_argument("--watch-parent", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -211,8 +239,11 @@ async def _serve(args: argparse.Namespace) -> int:
     temp_workdir = args.workdir is None
     workdir: Path = args.workdir or Path(tempfile.mkdtemp(prefix="azrun-sim-"))
     env_file: Path = args.env_file or workdir / "env"
+    spec = load_fleet(args.fleet or DEMO_FLEET)
+    if args.profile is not None:
+        spec = replace(spec, sim=replace(spec.sim, profile=args.profile))
     sim = LocalAzure(
-        args.fleet or DEMO_FLEET,
+        spec,
         workdir=workdir,
         request_log=args.request_log,
         storage=not args.no_storage,
@@ -242,7 +273,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``up [--fleet FILE] [--env-file FILE] [--request-log FILE] [--workdir DIR] [--no-storage]``."""
+    """``up [--fleet FILE] [--env-file FILE] [--request-log FILE] [--workdir DIR] [--no-storage]
+    [--profile fast|realistic]``."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

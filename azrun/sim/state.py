@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Callable
 
 from azrun.sim.agent import Agent
 from azrun.sim.arm.runs import RunBook
@@ -32,6 +33,17 @@ from azrun.sim.model import TERMINAL, Machine, ResourceEntry, ScaleSet
 from azrun.sim.reqlog import RequestLog
 
 
+def listed_id(vm: VmSpec) -> str:
+    """The id Compute answers for a VM: a Flexible member's resource group comes back upper-cased
+    (recorded); ids are case-insensitive, so clients must compare them so."""
+    if not vm.vmss:
+        return vm.resource_id
+    return (
+        f"/subscriptions/{vm.subscription_id}/resourceGroups/{vm.resource_group.upper()}"
+        f"/providers/Microsoft.Compute/virtualMachines/{vm.name}"
+    )
+
+
 class World:
     """Live state of the local Azure, shared by every ARM handler (single event loop)."""
 
@@ -46,7 +58,7 @@ class World:
         self.faults: Faults = spec.faults
         self.rng = random.Random(spec.faults.seed)
         self.throttler = Throttler(spec.limits)
-        self.runs = RunBook(agent=agent, spec=spec, hung=self.hung)
+        self.runs = RunBook(agent=agent, spec=spec, hung=self.hung, agent_fault=self.agent_fault)
         self.subscriptions: dict[str, SubscriptionSpec] = {s.id.lower(): s for s in spec.subscriptions}
         self.groups: dict[tuple[str, str], ResourceGroupSpec] = {}
         self.machines: dict[str, Machine] = {}
@@ -57,9 +69,14 @@ class World:
         # subscription -> (lowercased tag name, value) -> resources: tag queries without a scan
         self.tag_index: dict[str, dict[tuple[str, str], list[ResourceEntry]]] = {}
         self._roles: dict[tuple[str, str], str] = {}
+        # POST /_sim/outage: ARM resets every request until then (monotonic clock); "refuse" also
+        # closes the listening socket meanwhile (``refuse_hook``, set by the server).
+        self.outage_until = 0.0
+        self.refuse_hook: Callable[[float], None] | None = None
         self._deallocated_faults: set[tuple[str, float]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._index()
+        self._mark_agents()
 
     # ----------------------------------------------------------------- indexes
     def _index(self) -> None:
@@ -73,7 +90,7 @@ class World:
                     self.groups[key] = ResourceGroupSpec(ident.resource_group, loc)
         for vm in self.spec.vms:
             m = Machine(
-                id=vm.resource_id,
+                id=listed_id(vm),
                 name=vm.name,
                 display=vm.name,
                 subscription_id=vm.subscription_id,
@@ -126,12 +143,19 @@ class World:
 
     def _resources(self, sub: SubscriptionSpec) -> list[ResourceEntry]:
         sid = sub.id.lower()
-        out = [
-            ResourceEntry(
-                m.id, m.name, "Microsoft.Compute/virtualMachines", m.location, m.resource_group, m.host.tags
-            )
-            for m in self.vms_by_sub.get(sid, [])
-        ]
+        out: list[ResourceEntry] = []
+        for m in self.vms_by_sub.get(sid, []):
+            assert isinstance(m.host, VmSpec)
+            rid, tags = m.host.resource_id, m.host.tags
+            out.append(ResourceEntry(rid, m.name, "Microsoft.Compute/virtualMachines", m.location, m.resource_group, tags))
+            # As in Azure, a tag query also finds the VM's NIC, OS disk and public IP, tagged alike.
+            base = f"/subscriptions/{m.subscription_id}/resourceGroups/{m.resource_group}/providers"
+            for rtype, name in (
+                ("Microsoft.Network/networkInterfaces", f"{m.name}-nic"),
+                ("Microsoft.Compute/disks", f"{m.name}_OsDisk_1"),
+                ("Microsoft.Network/publicIPAddresses", f"{m.name}-ip"),
+            ):
+                out.append(ResourceEntry(f"{base}/{rtype}/{name}", name, rtype, m.location, m.resource_group, tags))
         out.extend(
             ResourceEntry(
                 ss.spec.resource_id,
@@ -183,17 +207,47 @@ class World:
         """Replace the fault settings (admin API); re-seed and re-plan deallocations."""
         self.faults = faults
         self.rng = random.Random(faults.seed)
+        self._mark_agents()
         if self._scheduler is not None:
             self._scheduler.cancel()
             self._scheduler = asyncio.get_running_loop().create_task(self._deallocate_on_schedule())
+
+    def outage(self, seconds: float, mode: str) -> None:
+        """ARM unreachable for ``seconds``: connections reset ("reset") or refused ("refuse")."""
+        self.outage_until = time.monotonic() + seconds
+        if mode == "refuse" and self.refuse_hook is not None:
+            self.refuse_hook(seconds)
+
+    def in_outage(self) -> bool:
+        return time.monotonic() < self.outage_until
 
     def set_limits(self, limits: Limits) -> None:
         """Replace the limits (admin API): every bucket starts full again."""
         self.throttler = Throttler(limits)
 
     def hung(self, machine: Machine) -> bool:
-        names = {n.lower() for n in self.faults.hung_agents}
-        return machine.display.lower() in names or machine.name.lower() in names
+        return self._named(machine, self.faults.hung_agents)
+
+    def extension_busy(self, machine: Machine) -> bool:
+        """Fault: another extension operation is in progress on the machine (PUTs answer 409)."""
+        return self._named(machine, self.faults.extensions_busy)
+
+    def _mark_agents(self) -> None:
+        for m in self.machines.values():
+            m.agent_ready = not self._named(m, self.faults.agents_not_ready)
+
+    def agent_fault(self, machine: Machine) -> str | None:
+        """ "not-ready" (nothing starts, DELETE never ends), "never-starts", or None."""
+        if self._named(machine, self.faults.agents_not_ready):
+            return "not-ready"
+        if self._named(machine, self.faults.agents_never_start):
+            return "never-starts"
+        return None
+
+    @staticmethod
+    def _named(machine: Machine, names: tuple[str, ...]) -> bool:
+        wanted = {n.lower() for n in names}
+        return machine.display.lower() in wanted or machine.name.lower() in wanted
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:

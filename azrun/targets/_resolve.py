@@ -148,7 +148,7 @@ class _Resolver:
                 )
             return subs
         found = await self._collect(Listing(
-            self.factory.aio_subscriptions(), "/subscriptions", {"api-version": SUBSCRIPTIONS_API},
+            self.factory.asubscriptions(), "/subscriptions", {"api-version": SUBSCRIPTIONS_API},
             "listing subscriptions", None, "Microsoft.Resources/subscriptions/read",
         ))
         usable = [s for s in found if str(s.get("state") or "Enabled").lower() not in ("disabled", "deleted")]
@@ -206,7 +206,7 @@ class _Resolver:
 
     async def _candidates(self, sub: str, first: TagFilter) -> _Candidates:
         rows = await self._collect(Listing(
-            self.factory.aio_resources(sub), f"/subscriptions/{sub}/resources",
+            self.factory.aresources(sub), f"/subscriptions/{sub}/resources",
             {"$filter": first.odata(), "api-version": RESOURCES_API},
             f"listing resources tagged {first.key}", sub, "Microsoft.Resources/subscriptions/resources/read",
         ))
@@ -227,7 +227,7 @@ class _Resolver:
 
     def _compute(self, sub: str, path: str, params: dict[str, str], what: str, action: str) -> Listing:
         return Listing(
-            self.factory.aio_compute(sub), f"/subscriptions/{sub}/{path}", {**params, "api-version": COMPUTE_API},
+            self.factory.acompute(sub), f"/subscriptions/{sub}/{path}", {**params, "api-version": COMPUTE_API},
             what, sub, action,
         )
 

@@ -51,6 +51,7 @@ class Selection:
 
     @property
     def matched(self) -> int:
+        """Every machine the selector matched: the targets and the skipped ones."""
         return len(self.targets) + len(self.skipped)
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -63,6 +64,7 @@ class Selection:
         return {"kind": dict(sorted(by_kind.items())), "power": dict(sorted(by_power.items()))}
 
     def no_match_message(self) -> str:
+        """A one-line explanation of why nothing matched."""
         subs = ", ".join(self.subscriptions) or "(none)"
         return f"no machine matched {self.selector.describe()} in subscription(s) {subs}"
 

@@ -149,6 +149,7 @@ class Selector:
             raise ConfigError("no machine selector given", hint=_SELECT_HINT)
 
     def in_scope(self, resource_group: str) -> bool:
+        """True when ``resource_group`` is one the selector allows."""
         return not self.resource_groups or resource_group.lower() in {g.lower() for g in self.resource_groups}
 
     def rejection(self, target: Target) -> str | None:

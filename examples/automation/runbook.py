@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """Azure Automation Python runbook: run a script on the machines with a tag, with azrun.
 
-Where it runs: azrun needs Python >= 3.11 and Automation's cloud sandboxes offer Python 3.8 and
-3.10, so this runbook runs on a **Linux Hybrid Runbook Worker** (``infra/`` deploys one with
-``deployHybridWorker=true``: Ubuntu 24.04, azrun in ``/opt/azrun/venv``). If the interpreter the
-worker starts cannot import azrun, the runbook re-executes itself with ``/opt/azrun/venv``'s.
+Where it runs: a **Python 3.10 runbook** (azrun supports Python 3.10+). In Automation's cloud
+sandbox, create a Python 3.10 runtime environment and import azrun's wheel and its dependencies
+into it as packages (README, "Azure Automation"); on a **Linux Hybrid Runbook Worker**
+(``infra/`` deploys one with ``deployHybridWorker=true``) azrun lives in ``/opt/azrun/venv``, and
+if the interpreter the worker starts cannot import azrun the runbook re-executes itself with that
+venv's.
 
 Identity: on a hybrid worker "managed identity" is the worker VM's, reached through IMDS; the
 runner identity is attached to the worker VM and named by ``AZRUN_CLIENT_ID``. (In a cloud
 sandbox Automation exposes its own identity endpoint through ``IDENTITY_ENDPOINT`` /
-``IDENTITY_HEADER``, which azrun's auto-detection also understands; only the Python version
-keeps azrun out of the sandbox.)
+``IDENTITY_HEADER``, which azrun's auto-detection understands.)
 
 Settings come from the Automation variables ``infra/modules/automation.bicep`` creates
 (``AZURE_SUBSCRIPTION_ID``, ``AZRUN_CLIENT_ID``, ``AZRUN_OUTPUT_CONTAINER``,

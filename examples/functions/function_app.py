@@ -4,11 +4,15 @@ Both run as the Function App's user-assigned identity (``AZRUN_CLIENT_ID``), whi
 custom "azrun runner" role (infra/modules/role.bicep). Deploy with ``infra/`` and
 ``func azure functionapp publish <app> --python`` (see infra/README.md).
 
-* Timer: every ``AZRUN_SCHEDULE`` (NCRONTAB, UTC) runs ``SCHEDULED_SCRIPT`` on the machines
-  tagged ``AZRUN_TARGET_TAG`` and logs one line per machine.
+* Timer: every ``AZRUN_SCHEDULE`` (NCRONTAB, UTC) first resumes the runs an earlier invocation
+  detached, then runs ``SCHEDULED_SCRIPT`` on the machines tagged ``AZRUN_TARGET_TAG`` and logs
+  one line per machine. Each invocation waits at most ``AZRUN_FUNCTION_BUDGET_S`` (a minute
+  under host.json's ``functionTimeout``): a run still going then is *detached*, not killed, and
+  the next invocation resumes it (see ``azrun_job.py``).
 * HTTP: ``POST /api/run`` with ``{"tag": "azrun-test=true", "command": "uptime", "timeout_s": 120}``
-  (function key required) runs the command and answers with the summary. HTTP requests are cut
-  off after about 230 s, so keep these short; long jobs belong on the timer (or a queue).
+  (function key required) runs the command and answers with the summary (200 all good, 207 some
+  failed, 202 still running: detached within the request's 180 s budget, resumed by the timer).
+  HTTP requests are cut off after about 230 s.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import logging
 import os
 
 import azure.functions as func
-from azrun_job import run_on_tag, summarize
+from azrun_job import Detached, resume_detached, run_on_tag, summarize
 
 from azrun.errors import AzrunError, ConfigError, TargetError
 
@@ -39,7 +43,14 @@ async def scheduled_run(timer: func.TimerRequest) -> None:
     """Run the scheduled script on the tagged machines; a failed machine fails the invocation."""
     if timer.past_due:
         log.warning("timer is past due; running now")
+    for earlier in await resume_detached():
+        log.info("resumed run %s: %s", earlier.run_id, summarize(earlier).get("counts", "detached again"))
+        if isinstance(earlier, Detached):
+            return  # the budget went on earlier runs: the next invocation goes on with them
     result = await run_on_tag(os.environ["AZRUN_TARGET_TAG"], SCHEDULED_SCRIPT)
+    if isinstance(result, Detached):
+        log.warning("run %s still running at the budget: detached, the next invocation resumes it", result.run_id)
+        return
     for r in result.results:
         log.info("%s: %s exit=%s", r.target.name, r.state.value, r.exit_code)
     log.info("run %s: %s", result.run_id, result.counts())
@@ -58,11 +69,13 @@ async def http_run(req: func.HttpRequest) -> func.HttpResponse:
     except (ValueError, KeyError, TypeError):
         return _json({"error": 'send {"command": "...", "tag": "KEY=VALUE", "timeout_s": N}'}, 400)
     try:
-        result = await run_on_tag(tag, command, timeout_s=timeout_s)
+        result = await run_on_tag(tag, command, timeout_s=timeout_s, budget_s=MAX_HTTP_TIMEOUT_S)
     except (ConfigError, TargetError) as exc:  # the request was wrong: bad tag, nothing matched
         return _json({"error": exc.message, "hint": exc.hint}, 400)
     except AzrunError as exc:  # identity, permissions, throttling: messages carry no secrets
         return _json({"error": exc.message, "hint": exc.hint}, 502)
+    if isinstance(result, Detached):
+        return _json(summarize(result), 202)
     return _json(summarize(result), 200 if result.ok else 207)
 
 

@@ -95,7 +95,7 @@ def fleet_toml(
         "  [[subscription.identity]]", f'  name = "{IDENTITY}"', f'  resource_group = "{RG}"',
         "  [[subscription.resource_group]]", f'  name = "{RG}"', f'  location = "{LOCATION}"',
         "    [[subscription.resource_group.vm]]", '    name = "vm-{i:04d}"', f"    count = {n}",
-        "    system_identity = true", f'    user_identities = ["{IDENTITY}"]', '    tags = { env = "bench" }',
+        "    system_identity = true", '    system_identity_storage_role = "contributor"', f'    user_identities = ["{IDENTITY}"]', '    tags = { env = "bench" }',
     ]
     return "\n".join(lines) + "\n"
 

@@ -82,6 +82,7 @@ name = "bench"
     name = "vm-{{i:04d}}"
     count = {n}
     system_identity = true
+    system_identity_storage_role = "contributor"
     tags = {{ env = "bench" }}
 """
 
@@ -127,7 +128,7 @@ async def _naive(targets: list[Any], polling_interval_s: float | None = None) ->
     from azrun.cloud import Cloud
 
     factory = ClientFactory(cloud=Cloud.from_env(os.environ), throttle=None, polling_interval_s=polling_interval_s)
-    ops: Any = factory.aio_compute(SUB).virtual_machine_run_commands
+    ops: Any = factory.acompute(SUB).virtual_machine_run_commands
     name = "naive-run"
     outcomes: Counter[str] = Counter()
 

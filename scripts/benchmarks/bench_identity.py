@@ -87,7 +87,7 @@ async def _in_process(variant: str, clients: int, ops: int, vms: int) -> tuple[f
     for _ in range(clients):
         if variant == "azrun":
             factories.append(ClientFactory.from_env(throttle=False))
-            compute.append(factories[-1].aio_compute(_common.SUB))
+            compute.append(factories[-1].acompute(_common.SUB))
         else:
             credentials.append(ManagedIdentityCredential())
             compute.append(_plain_client(credentials[-1]))
@@ -132,7 +132,7 @@ async def _child_op(variant: str) -> None:
         from azrun.clients import ClientFactory
 
         factory = ClientFactory.from_env(throttle=False)
-        compute = factory.aio_compute(_common.SUB)
+        compute = factory.acompute(_common.SUB)
     else:
         from azure.identity.aio import ManagedIdentityCredential
 

@@ -56,6 +56,7 @@ name = "bench"
     [[subscription.resource_group.vm]]
     name = "vm-ops-01"
     system_identity = true
+    system_identity_storage_role = "contributor"
 """
 X_MS_VERSION = "2025-11-05"
 

@@ -91,8 +91,8 @@ async def _orchestrate(concurrency: int, state_dir: Path) -> dict[str, Any]:
     from azrun.targets import Selector
 
     factory = ClientFactory.from_env(throttle=_roomy_throttle())
-    factory.aio_compute(_common.SUB)  # the SDK's imports and clients are the baseline, not per-target cost
-    factory.aio_resources(_common.SUB)
+    factory.acompute(_common.SUB)  # the SDK's imports and clients are the baseline, not per-target cost
+    factory.aresources(_common.SUB)
     base_rss, base_cpu = _status_mb("VmRSS"), _cpu_s()
     began = time.monotonic()
     async with Fleet(factory=factory, state_dir=state_dir, default_subscriptions=(_common.SUB,)) as fleet:

@@ -59,8 +59,8 @@ async def _load(writes: int, reads: int, vms: int) -> tuple[float, list[str]]:
     from azrun.clients import ClientFactory
 
     factory = ClientFactory.from_env()
-    compute = factory.aio_compute(_common.SUB)
-    await factory.async_credential().get_token(factory.cloud.management_scope)  # identity is not measured here
+    compute = factory.acompute(_common.SUB)
+    await factory.acredential().get_token(factory.cloud.management_scope)  # identity is not measured here
     errors: list[str] = []
 
     async def put(k: int) -> None:

@@ -38,9 +38,10 @@ sys.path[:0] = [p for p in (str(_HERE.parents[1]), str(_HERE)) if p not in sys.p
 
 import _common  # noqa: E402
 
-BENCHMARKS = ("sim", "startup", "targets", "throttle", "identity", "output", "fleet", "scale")
+BENCHMARKS = ("sim", "startup", "targets", "throttle", "identity", "output", "fleet", "scale", "durable")
 RESULTS = _common.REPO / "benchmarks-results.json"
 MARK = {True: "✓", False: "✗", None: "—"}
+BENCHMARKS += ("heartbeat",)  # the event-loop lag of a run (bench_heartbeat.py)
 FLEET_GOAL_RATIO = 1.10
 LATENCY_GOAL_S = 2.0
 
@@ -103,6 +104,7 @@ def plan(quick: bool, large: bool) -> list[Job]:
             Job("identity", "identity", "bench_identity", kwargs={"clients": 10, "ops": 10, "procs": 5}),
             Job("output", "output", "bench_output",
                 kwargs={"targets": 10, "idle_s": 5.0, "stream_s": 6.0, "large_mb": 4}),
+            Job("heartbeat", "event-loop lag", "bench_heartbeat", kwargs={"n": 50}),
         ]
         scale = [1000, 2000]  # sizes under max_concurrency (1000) would overstate the slope
     else:
@@ -114,10 +116,13 @@ def plan(quick: bool, large: bool) -> list[Job]:
             Job("throttle", "throttle", "bench_throttle", kwargs={}),
             Job("identity", "identity", "bench_identity", kwargs={"clients": 50, "ops": 20, "procs": 20}),
             Job("output", "output", "bench_output", kwargs={"targets": 50}),
+            Job("heartbeat", "event-loop lag", "bench_heartbeat", kwargs={"n": 100}),
         ]
         scale = [1000, 3000, 10_000]
     jobs += fleet_jobs(fleet_sizes, pooled_n=pooled)
     jobs.append(Job("scale", "scale", "bench_scale", "run_sizes", {"sizes": scale}, timeout_s=7200))
+    durable = {"subs": 4, "vms": 5} if quick else {"subs": 20, "vms": 250}
+    jobs.append(Job("durable", "durable engine", "bench_durable", kwargs=durable, timeout_s=7200))
     return jobs
 
 
@@ -345,7 +350,7 @@ def main(argv: Sequence[str]) -> int:
         return child_main(*argv[1:])
     args = parse_args(argv)
     jobs = [j for j in plan(args.quick, args.large) if not args.only or j.benchmark in args.only]
-    started = dt.datetime.now(dt.UTC)
+    started = dt.datetime.now(dt.timezone.utc)
     info = {**machine(), "load_before": _load()}
     print(f"azrun benchmarks ({'quick' if args.quick else 'large' if args.large else 'default'} sizes), "
           f"{info['nproc']} CPUs, load average {info['load_before']}", flush=True)

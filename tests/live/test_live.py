@@ -86,6 +86,10 @@ class Done:
     def json_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
 
+    def json(self) -> Any:
+        """stdout as one JSON document (what ``-o json`` prints)."""
+        return json.loads(self.stdout)
+
 
 class Azrun:
     """Runs ``python -m azrun`` with the developer's environment plus a private state dir."""
@@ -148,7 +152,7 @@ def test_auth(azrun: Azrun) -> None:
 def test_targets_finds_the_whole_fleet(azrun: Azrun) -> None:
     done = azrun("targets", *_select(), "-o", "json")
     assert done.returncode == 0, done.stderr
-    rows = [r for r in done.json_lines() if r.get("status") == "selected"]
+    rows = [r for r in done.json() if r.get("status") == "selected"]
     assert len(rows) == LIVE.machines, [r["name"] for r in rows]
     assert {r["kind"] for r in rows} == {"vm", "vmss-uniform-instance", "vmss-flex-member"}
     assert all(r["resourceGroup"].lower() == LIVE.resource_group.lower() for r in rows)
@@ -168,13 +172,15 @@ def _run_and_check(azrun: Azrun, *extra: str) -> str:
     lines = [r for r in done.json_lines() if r.get("stream") == "stdout"]
     assert len({r["target"] for r in lines if "hello from" in r["line"]}) == LIVE.machines
 
-    status = azrun("status", "--all", "--json")
+    status = azrun("status", "--all", "-o", "json")
     assert status.returncode == 0, status.stderr
-    rows = status.json_lines()
-    assert len(rows) == LIVE.machines
-    assert {r["state"] for r in rows} == {"Succeeded"}
+    doc = status.json()
+    rows = doc["targets"]
+    assert len(rows) == LIVE.machines and doc["counts"]["total"] == LIVE.machines
+    assert {r["state"] for r in rows} == {"Succeeded"} and doc["exitCode"] == 0
     assert all(r["exitCode"] == 0 and r["stdoutUrl"] and "?" not in r["stdoutUrl"] for r in rows)
-    run_id = str(rows[0]["run"])
+    run_id = str(doc["runId"])
+    assert all(r["runId"] == run_id for r in rows)
 
     download = Path(azrun.env["AZRUN_STATE_DIR"]).parent / f"logs-{run_id}"
     logs = azrun("logs", run_id, "--download", str(download), "--output-container", LIVE.output_container)
@@ -214,10 +220,12 @@ def test_failing_script_is_reported_per_machine(azrun: Azrun) -> None:
         "--timeout", "5m", "--output-mode", "quiet",
     )  # fmt: skip
     assert done.returncode == 1
-    rows = azrun("status", "--all", "--json").json_lines()
-    assert {r["state"] for r in rows} == {"Failed"}
-    assert {r["exitCode"] for r in rows} == {3}
-    _assert_no_run_commands_left(str(rows[0]["run"]))
+    status = azrun("status", "--all", "-o", "json")
+    assert status.returncode == 1  # the status of a failed run exits 1, like the run did
+    doc = status.json()
+    assert {r["state"] for r in doc["targets"]} == {"Failed"} and doc["exitCode"] == 1
+    assert {r["exitCode"] for r in doc["targets"]} == {3}
+    _assert_no_run_commands_left(str(doc["runId"]))
 
 
 def _assert_no_run_commands_left(run_id: str) -> None:

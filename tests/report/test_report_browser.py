@@ -54,7 +54,6 @@ def browser() -> Iterator[Any]:
 
 async def _run_and_report(env: dict[str, str], state_dir: Path) -> tuple[str, str, dict[str, TargetState]]:
     from azrun.clients import ClientFactory
-    from azrun.fleet import Scrubber
     from azrun.output import OutputStore
 
     factory = ClientFactory.from_env()
@@ -69,10 +68,9 @@ async def _run_and_report(env: dict[str, str], state_dir: Path) -> tuple[str, st
                 options=FleetOptions.make(max_concurrency=2, max_errors=10,
                                           poll=PollPolicy(min_first_s=0.3, initial_guess_s=0.5, max_interval_s=1.0)),
             )
-            scrub = Scrubber(value for _, value in spec.protected_parameters)
+            # the default mask: the run's own fingerprints from the ledger (no secret in hand)
             data = await acollect_report(
                 fleet.ledger, result.run_id, reader=lambda url: store.read_name(store.name_from_url(url)),
-                mask=scrub,
             )
     finally:
         await store.aclose()
@@ -118,6 +116,18 @@ async def test_a_person_sees_counts_bars_filters_and_output(
     assert f"hello from {failed[0]}" in out.text and "\n50" in out.text and SECRET not in out.text
     err = browser.find_element(By.CSS_SELECTOR, "#targets tbody tr.output pre.stderr")
     assert f"disk check failed on {failed[0]}" in err.text
+
+    # the header and the throttle section: who ran it, where, and what Azure was asked
+    summary = dict(zip([e.text for e in browser.find_elements(By.CSS_SELECTOR, "#summary dt")],
+                       [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#summary dd")], strict=True))
+    import socket
+
+    assert socket.gethostname() in summary["ran by"] and "identity" in summary["ran by"]
+    assert summary["waves"] == "none" and "check.sh" in summary["script"] and "TOKEN=****" in summary["parameters"]
+    throttle = dict(zip([e.text for e in browser.find_elements(By.CSS_SELECTOR, "#throttle dt")],
+                        [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#throttle dd")], strict=True))
+    assert int(throttle["ARM requests"]) >= 2 * len(states) - 1  # a PUT and a GET per dispatched target at least
+    assert "429 answers" in throttle and "time waiting for buckets" in throttle
 
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "report-mixed-states.png"))

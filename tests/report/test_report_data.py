@@ -65,3 +65,28 @@ def test_the_page_is_self_contained_and_carries_the_data() -> None:
     assert embedded["run_id"] == data.run_id and len(embedded["targets"]) == 4
     assert embedded["throttle"] == {"armRequests": 12, "throttled429": 0, "bucketWaitS": 1.5}
     assert isinstance(data, ReportData)
+
+
+def test_the_runs_fingerprints_mask_its_secrets_and_never_reach_the_page() -> None:
+    from dataclasses import replace
+
+    from azrun.redact import FINGERPRINTS_KEY, SecretFingerprints
+    from azrun.report import render_html
+    from azrun.report._collect import run_mask
+
+    secret = "pa55-w0rd-for-report"
+    prints = SecretFingerprints.of([secret]).to_dict()
+    run = replace(make_run(), options={"max_concurrency": 2, FINGERPRINTS_KEY: prints,
+                                       "waves": [{"wave": 1, "targets": 1}, {"wave": 2, "targets": 3}],
+                                       "runStats": {"armRequests": 40}, "driver": {"identity": "x"}})
+    mask = run_mask(run.options)
+    assert mask(f"login {secret} ok") == "login *** ok"
+    assert mask("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc") != "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc"
+    records = [make_record(0, make_target("vm-a"), TargetState.SUCCEEDED, exit_code=0, dispatched=1, started=2,
+                           ended=3, stdout=f"echo {secret}\n")]
+    data = build_report_data(run, records, mask=mask)
+    page = render_html(data)
+    assert secret not in page and prints["salt"] not in page
+    assert data.options["waves"] == [{"wave": 1, "targets": 1}, {"wave": 2, "targets": 3}]
+    assert "runStats" not in data.options and FINGERPRINTS_KEY not in data.options
+    assert data.targets[0].stdout == "echo ***\n"

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from azrun.sim.agent import TAIL_BYTES, Agent
+from azrun.sim.agent import Agent
+from azrun.sim.agent_files import TAIL_BYTES
 from azrun.sim.azurite import ACCOUNT, ACCOUNT_KEY, OUTPUT_CONTAINER, Azurite
 from azrun.sim.execution import ExecutionRequest, ExecutionStatus
 from azrun.sim.fleetspec import Faults, Identity, SimSettings

@@ -127,3 +127,76 @@ def test_admin_rejects_unknown_fault_keys(sim: SimProcess) -> None:
     with pytest.raises(urllib.error.HTTPError) as exc2:
         sim.admin_post("power", {"id": "/nope", "power": "running"})
     assert exc2.value.code == 404
+
+
+def test_agent_that_never_starts_leaves_the_run_pending(sim: SimProcess, raw: Raw) -> None:
+    sim.admin_post("faults", {"agents_never_start": ["vm-web-03"]})
+    path = f"{VM_PREFIX}/vm-web-03/runCommands/never"
+    put = raw("PUT", path, body=RC_BODY)
+    assert put.status_code == 201
+    time.sleep(0.5)  # far past the fast profile's dispatch latency
+    props = raw("GET", path, params={"$expand": "instanceView"}).json()["properties"]
+    assert props["provisioningState"] == "Creating" and props["instanceView"]["executionState"] == "Pending"
+    assert "startTime" not in props["instanceView"]
+    assert [e for e in sim.admin_get("executions")["value"] if e["runCommand"] == "never"] == []  # nothing ran
+    op = raw("GET", put.headers["Azure-AsyncOperation"], api_version=None).json()
+    assert op["status"] == "InProgress"
+    assert raw("DELETE", path).status_code == 202  # unlike a not-ready agent, the DELETE completes
+    wait_for(lambda: raw("GET", path).status_code == 404)
+
+
+def test_agent_not_ready_never_starts_and_its_delete_never_ends(sim: SimProcess, raw: Raw) -> None:
+    sim.admin_post("faults", {"agents_not_ready": ["vm-web-02"]})
+    path = f"{VM_PREFIX}/vm-web-02/runCommands/notready"
+    assert raw("PUT", path, body=RC_BODY).status_code == 201
+    delete = raw("DELETE", path)
+    assert delete.status_code == 202
+    view = raw("GET", f"{VM_PREFIX}/vm-web-02", params={"$expand": "instanceView"}).json()
+    assert view["properties"]["instanceView"]["vmAgent"]["statuses"][0]["displayStatus"] == "Not Ready"
+    time.sleep(0.8)  # the test fleet's DELETE lasts 0.3 s when an agent answers
+    assert raw("GET", delete.headers["Azure-AsyncOperation"], api_version=None).json()["status"] == "InProgress"
+    assert raw("GET", path).json()["properties"]["provisioningState"] == "Deleting"
+    assert raw("DELETE", path).headers["Azure-AsyncOperation"] == delete.headers["Azure-AsyncOperation"]
+    conflict = raw("PUT", path, body=RC_BODY)  # the name is busy while it is being deleted
+    assert conflict.status_code == 409 and error_of(conflict) == {
+        "code": "Conflict",
+        "message": "Run command extension execution is in progress. Please wait for completion before "
+        "invoking a run command.",
+    }
+
+
+def test_outage_resets_then_recovers(sim: SimProcess, raw: Raw) -> None:
+    assert sim.admin_post("outage", {"seconds": 0.6}) == {"seconds": 0.6, "mode": "reset"}
+    with pytest.raises(requests.exceptions.ConnectionError):
+        raw("GET", f"{VM_PREFIX}/vm-web-01")
+    assert "requests" in sim.admin_get("stats")  # the admin API still answers
+    wait_for(lambda: _answers(raw), timeout_s=5)
+
+
+def test_outage_refuses_connections_then_listens_again(sim: SimProcess, raw: Raw) -> None:
+    sim.admin_post("outage", {"seconds": 0.8, "mode": "refuse"})
+    time.sleep(0.2)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"{sim.env['AZRUN_ARM_ENDPOINT']}/subscriptions", timeout=5, verify=sim.env["AZRUN_CA_BUNDLE"])
+    wait_for(lambda: _answers(raw), timeout_s=10, interval_s=0.2)
+
+
+def _answers(raw: Raw) -> bool:
+    try:
+        return bool(raw("GET", f"{VM_PREFIX}/vm-web-01").status_code == 200)
+    except requests.exceptions.ConnectionError:
+        return False
+
+
+def test_admin_rejects_a_bad_outage(sim: SimProcess) -> None:
+    with pytest.raises(Exception, match="400"):
+        sim.admin_post("outage", {"seconds": 0})
+
+
+def test_extension_busy_answers_the_recorded_conflict(sim: SimProcess, raw: Raw) -> None:
+    sim.admin_post("faults", {"extensions_busy": ["vm-web-01"]})
+    resp = raw("PUT", f"{VM_PREFIX}/vm-web-01/runCommands/busy", body=RC_BODY)
+    assert resp.status_code == 409 and error_of(resp)["code"] == "Conflict"
+    assert "Please wait for completion before invoking a run command." in error_of(resp)["message"]
+    assert raw("PUT", f"{VM_PREFIX}/vm-web-03/runCommands/busy", body=RC_BODY).status_code == 201  # that VM only
+    raw("DELETE", f"{VM_PREFIX}/vm-web-03/runCommands/busy")

@@ -42,8 +42,9 @@ def test_resource_groups(sim: SimProcess, raw: Raw) -> None:
 
 def test_resources_paging_followed_by_the_sdk(sim: SimProcess, raw: Raw) -> None:
     names = [r.name for r in resources(sim).resources.list()]
-    # 9 VMs (incl. 2 Flexible members) + 2 scale sets + 2 user identities; no Uniform instances.
-    assert len(names) == 13 and len(set(names)) == 13
+    # 9 VMs (incl. 2 Flexible members) with a NIC, an OS disk and a public IP each, 2 scale sets,
+    # 2 user identities; no Uniform instances.
+    assert len(names) == 40 and len(set(names)) == 40
     assert "vmss-api_0" not in names and {"vmss-api", "vmss-batch", "id-azrun"} <= set(names)
     first = raw("GET", f"/subscriptions/{SUB1}/resources", api_version="2025-04-01").json()
     assert len(first["value"]) == 5 and "$skiptoken=" in first["nextLink"]
@@ -53,7 +54,14 @@ def test_resources_paging_followed_by_the_sdk(sim: SimProcess, raw: Raw) -> None
 
 def test_resources_tag_filter_hides_tags(sim: SimProcess) -> None:
     client = resources(sim)
-    got = list(client.resources.list(filter="tagName eq 'role' and tagValue eq 'web'"))
+    found = list(client.resources.list(filter="tagName eq 'role' and tagValue eq 'web'"))
+    assert {r.type for r in found} == {
+        "Microsoft.Compute/virtualMachines",
+        "Microsoft.Compute/disks",
+        "Microsoft.Network/networkInterfaces",
+        "Microsoft.Network/publicIPAddresses",
+    }  # as in Azure: everything carrying the tag
+    got = [r for r in found if r.type == "Microsoft.Compute/virtualMachines"]
     assert sorted(r.name for r in got) == [
         "vm-web-01",
         "vm-web-02",
@@ -61,7 +69,7 @@ def test_resources_tag_filter_hides_tags(sim: SimProcess) -> None:
         "vm-web-04",
         "vm-web-stopped",
     ]
-    assert all(not r.tags for r in got)  # the documented caveat: tags are not returned
+    assert all(not r.tags for r in found)  # the documented caveat: tags are not returned
     by_group = list(
         client.resources.list_by_resource_group("rg-scale", filter="tagName eq 'role' and tagValue eq 'api'")
     )
@@ -74,13 +82,14 @@ def test_resources_other_filters(sim: SimProcess, raw: Raw) -> None:
     vmss = list(client.resources.list(filter="resourceType eq 'microsoft.compute/VIRTUALMACHINESCALESETS'"))
     assert sorted(r.name for r in vmss) == ["vmss-api", "vmss-batch"] and vmss[0].tags
     tagged = {r.name for r in client.resources.list(filter="tagName eq 'env'")}
+    assert {"vm-ops-01-nic", "vm-ops-01_OsDisk_1", "vm-ops-01-ip"} <= tagged
     assert "vm-ops-01" in tagged and "id-azrun" not in tagged
     assert {r.name for r in client.resources.list(filter="startswith(tagName,'ro')")} == tagged
     either = client.resources.list(
         filter="resourceType eq 'Microsoft.Compute/virtualMachineScaleSets' or name eq 'vm-ops-01'"
     )
     assert sorted(r.name for r in either) == ["vm-ops-01", "vmss-api", "vmss-batch"]
-    assert len(list(client.resources.list(top=2))) == 13
+    assert len(list(client.resources.list(top=2))) == 40
     for bad in (
         "tagName eq 'env' and resourceType eq 'Microsoft.Compute/virtualMachines'",
         "nonsense",
@@ -133,7 +142,10 @@ def test_flexible_members_carry_the_scale_set_id(sim: SimProcess) -> None:
     ss = client.virtual_machine_scale_sets.get("rg-scale", "vmss-batch")
     assert ss.orchestration_mode == "Flexible"
     members = [v for v in client.virtual_machines.list("rg-scale") if v.virtual_machine_scale_set]
-    assert len(members) == 2 and all(v.virtual_machine_scale_set.id == ss.id for v in members)
+    # as recorded: members come back with the resource group upper-cased (ids are case-insensitive)
+    assert len(members) == 2 and all(v.virtual_machine_scale_set.id.lower() == ss.id.lower() for v in members)
+    assert all("/resourceGroups/RG-SCALE/" in v.id for v in members)
+    assert all("VirtualMachineProfileTimeCreated" in v.tags for v in members)
     filtered = client.virtual_machines.list_all(filter=f"'virtualMachineScaleSet/id' eq '{ss.id}'")
     assert sorted(v.name for v in filtered) == sorted(v.name for v in members)
 

@@ -81,8 +81,11 @@ def test_transitions_pending_running_succeeded(tmp_path_factory: pytest.TempPath
         path = f"{VM_PREFIX}/vm-web-01/runCommands/steps"
         resp = raw("PUT", path, body=body("echo started; sleep 0.8; echo finished"))
         assert resp.status_code == 201 and resp.json()["properties"]["provisioningState"] == "Creating"
-        assert resp.headers["Retry-After"] == "1"
-        op_url, monitor_url = resp.headers["Azure-AsyncOperation"], resp.headers["Location"]
+        # as recorded: no Retry-After, no Location on a PUT; the monitor URL is the operation's
+        assert "Retry-After" not in resp.headers and "Location" not in resp.headers
+        assert resp.headers["Azure-AsyncNotification"] == "Enabled"
+        op_url = resp.headers["Azure-AsyncOperation"]
+        monitor_url = op_url.replace("?", "?monitor=true&", 1)
         assert "/providers/Microsoft.Compute/locations/westeurope/operations/" in op_url
         assert "monitor=true" in monitor_url
         seen: list[tuple[str, str]] = []
@@ -258,6 +261,10 @@ def test_at_most_25_run_commands_per_vm(sim: SimProcess, raw: Raw) -> None:
         # replacing one of the 25 is fine; after a DELETE a new one fits again
         assert raw("PUT", f"{prefix}/runCommands/cap-00", body=body("true")).status_code in (200, 409)
         assert raw("DELETE", f"{prefix}/runCommands/cap-24").status_code == 202
+        # a run command being deleted still counts (and is listed as Deleting) until its DELETE ends
+        assert raw("GET", f"{prefix}/runCommands/cap-24").json()["properties"]["provisioningState"] == "Deleting"
+        assert raw("PUT", f"{prefix}/runCommands/cap-25", body=body("true")).status_code == 409
+        wait_for(lambda: raw("GET", f"{prefix}/runCommands/cap-24").status_code == 404)
         assert raw("PUT", f"{prefix}/runCommands/cap-25", body=body("true")).status_code == 201
         listed = raw("GET", f"{prefix}/runCommands").json()
         assert len(listed["value"]) == 5 and listed["nextLink"]  # page_size 5
@@ -403,13 +410,21 @@ def test_operation_endpoints(sim: SimProcess, raw: Raw) -> None:
     put = raw("PUT", path, body=body("true"))
     op_url = put.headers["Azure-AsyncOperation"]
     wait_for(lambda: raw("GET", op_url, api_version=None).json()["status"] == "Succeeded")
-    assert raw("GET", put.headers["Location"], api_version=None).status_code == 200
+    assert raw("GET", op_url.replace("?", "?monitor=true&", 1), api_version=None).status_code == 200
     delete = raw("DELETE", path)
-    assert delete.status_code == 202 and delete.headers["Location"]
-    assert (
-        raw("GET", delete.headers["Azure-AsyncOperation"], api_version=None).json()["status"] == "Succeeded"
+    assert delete.status_code == 202 and delete.headers["Location"] and "Retry-After" not in delete.headers
+    # the DELETE lasts (0.3 s on the fast profile) while the run command is listed as Deleting
+    first = raw("GET", delete.headers["Azure-AsyncOperation"], api_version=None).json()
+    assert first["status"] == "InProgress" and "endTime" not in first
+    assert raw("GET", path).json()["properties"]["provisioningState"] == "Deleting"
+    monitor = raw("GET", delete.headers["Location"], api_version=None)
+    assert monitor.status_code == 202 and "Retry-After" not in monitor.headers
+    wait_for(
+        lambda: raw("GET", delete.headers["Azure-AsyncOperation"], api_version=None).json()["status"] == "Succeeded"
     )
     assert raw("GET", delete.headers["Location"], api_version=None).status_code == 204
+    assert raw("GET", path).status_code == 404
+    assert raw("DELETE", path).status_code == 204  # a name that does not exist
     missing = raw(
         "GET", f"/subscriptions/{SUB1}/providers/Microsoft.Compute/locations/westeurope/operations/nope"
     )
@@ -425,7 +440,6 @@ BAD_BODIES: list[tuple[Any, int, str]] = [
     (b"\xff\xfe\x00", 400, "InvalidRequestContent"),
     (b'{"location": "westeurope", "pad": "' + b"x" * (5 * 1024 * 1024) + b'"}', 413, "RequestEntityTooLarge"),
     ({"properties": {"source": {"script": "true"}}}, 400, "LocationRequired"),
-    ({"location": "westeurope", "properties": {}}, 400, "InvalidParameter"),
     (
         {"location": "westeurope", "properties": {"source": {"script": "a", "commandId": "RunShellScript"}}},
         400,
@@ -468,6 +482,16 @@ def test_malformed_run_commands(raw: Raw, payload: Any, status: int, code: str) 
     err = error_of(resp)
     assert err["code"] == code and "Traceback" not in resp.text and "SECRETVALUE" not in resp.text
     assert raw("GET", path, auth=auth).status_code == 404
+
+
+def test_put_without_a_script_is_accepted_and_fails_in_the_handler(raw: Raw) -> None:
+    """Recorded (2023): ``source: {}`` answers 201, then the handler fails with exit code -202."""
+    path = f"{VM_PREFIX}/vm-web-03/runCommands/no-source"
+    put = raw("PUT", path, body={"location": "westeurope", "properties": {"source": {}, "asyncExecution": False}})
+    assert put.status_code == 201 and put.json()["properties"]["provisioningState"] == "Creating"
+    iv = wait_for(lambda: (v := view(raw, path)["instanceView"])["executionState"] == "Failed" and v)
+    assert iv["exitCode"] == -202 and "Either 'source.script' or 'source.scriptUri'" in iv["executionMessage"]
+    raw("DELETE", path)
 
 
 def test_windows_vm_runs_or_fails_clearly(sim: SimProcess, raw: Raw) -> None:

@@ -132,7 +132,7 @@ def test_managed_run_command_examples(raw: Raw, prefix: str, stem: str) -> None:
 
     delete = raw("DELETE", path, api_version="2024-11-01")
     assert str(delete.status_code) in example(f"{stem}_Delete.json")["responses"]
-    assert raw("GET", path).status_code == 404
+    wait_for(lambda: raw("GET", path).status_code == 404)  # the DELETE's operation lasts a while
 
 
 def test_location_run_command_catalogue(raw: Raw) -> None:

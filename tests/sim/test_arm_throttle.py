@@ -7,6 +7,7 @@ at runtime through the admin API where a test needs other numbers.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -50,20 +51,32 @@ def test_headers_on_every_response_and_decreasing(raw: Raw) -> None:
     assert int(last.headers[key]) < int(first.headers[key]) - 5  # refill is 25/s: most of the 10 show
     assert first.headers["x-ms-ratelimit-remaining-subscription-reads"] == "249"
     assert first.headers["x-ms-ratelimit-remaining-subscription-global-reads"] == "3749"
+    # recorded names and order (current format): subscription first, then the VM
     assert first.headers["x-ms-ratelimit-remaining-resource"] == (
-        "Microsoft.Compute/VMGetResource;999,Microsoft.Compute/VMGetSubscription;23999"
+        "Microsoft.Compute/LowCostGetSubscriptionMaximum;23999,Microsoft.Compute/LowCostGetResource;999"
     )
-    assert last.headers["x-ms-ratelimit-remaining-resource"].startswith("Microsoft.Compute/VMGetResource;99")
-    assert first.headers["x-ms-request-charge"] == "1"
+    assert re.fullmatch(  # 10 taken, some refilled (100/s): the per-VM count is last, as recorded
+        r"Microsoft\.Compute/LowCostGetSubscriptionMaximum;239\d\d,Microsoft\.Compute/LowCostGetResource;99\d",
+        last.headers["x-ms-ratelimit-remaining-resource"],
+    )
+    assert "x-ms-request-charge" not in first.headers  # only scale-set VM operations carry it
     put = raw("PUT", f"{VM_PREFIX}/vm-web-01/runCommands/hdr", body=RC_BODY)
     assert put.headers["x-ms-ratelimit-remaining-subscription-writes"] == "199"
-    assert put.headers["x-ms-ratelimit-remaining-resource"].startswith(
-        "Microsoft.Compute/VMUpdateResource;99,"
+    assert put.headers["x-ms-ratelimit-remaining-resource"] == (
+        "Microsoft.Compute/UpdateVMSubscriptionMaximum;1499,Microsoft.Compute/UpdateVMResource;99"
+    )
+    op = raw("GET", put.headers["Azure-AsyncOperation"], api_version=None)
+    assert op.headers["x-ms-ratelimit-remaining-resource"] == (  # Resource first, as recorded
+        "Microsoft.Compute/GetOperationResource;999,Microsoft.Compute/GetOperationSubscriptionMaximum;14999"
     )
     delete = raw("DELETE", f"{VM_PREFIX}/vm-web-01/runCommands/hdr")
     assert delete.headers["x-ms-ratelimit-remaining-subscription-deletes"] == "199"
     listing = raw("GET", f"/subscriptions/{SUB1}/providers/Microsoft.Compute/virtualMachines")
-    assert listing.headers["x-ms-ratelimit-remaining-resource"] == "Microsoft.Compute/VMListSubscription;899"
+    assert "x-ms-ratelimit-remaining-resource" not in listing.headers  # ListAll: none, as recorded
+    group = raw("GET", f"/subscriptions/{SUB1}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines")
+    assert group.headers["x-ms-ratelimit-remaining-resource"].startswith(
+        "Microsoft.Compute/HighCostGetSubscriptionMaximum;89"
+    )
     tenant = raw("GET", "/subscriptions", api_version="2022-12-01")
     assert "x-ms-ratelimit-remaining-tenant-reads" in tenant.headers
     missing = raw("GET", f"{VM_PREFIX}/vm-nope")  # errors carry them too
@@ -101,7 +114,7 @@ def test_compute_bucket_429(sim: SimProcess, raw: Raw) -> None:
     resp = raw("PUT", f"{VM_PREFIX}/vm-web-02/runCommands/t2", body=RC_BODY)
     assert resp.status_code == 429
     assert resp.headers["Retry-After"] == "20"
-    assert "Microsoft.Compute/VMUpdateResource;0" in resp.headers["x-ms-ratelimit-remaining-resource"]
+    assert "Microsoft.Compute/UpdateVMResource;0" in resp.headers["x-ms-ratelimit-remaining-resource"]
     assert int(resp.headers["x-ms-ratelimit-remaining-subscription-writes"]) == 197  # ARM let it through
     err = error_of(resp)
     assert err["code"] == "OperationNotAllowed"
@@ -109,16 +122,16 @@ def test_compute_bucket_429(sim: SimProcess, raw: Raw) -> None:
         "The server rejected the request because too many requests have been received for this subscription."
     )
     (detail,) = err["details"]
-    assert detail["code"] == "TooManyRequests" and detail["target"] == "VMUpdate"
+    assert detail["code"] == "TooManyRequests" and detail["target"] == "UpdateVMResource"
     measured = json.loads(detail["message"])
-    assert measured["operationGroup"] == "VMUpdate" and measured["allowedRequestCount"] == 2
+    assert measured["operationGroup"] == "UpdateVMResource" and measured["allowedRequestCount"] == 2
     assert err["innererror"] == {"internalErrorCode": "TooManyRequestsReceived"}
     assert raw("PUT", f"{VM_PREFIX}/vm-web-03/runCommands/t2", body=RC_BODY).status_code == 201  # per VM
     client = compute(sim, retry_total=0)
     with pytest.raises(HttpResponseError) as exc:
         client.virtual_machine_run_commands.begin_delete("rg-web", "vm-web-02", "t0")
     assert exc.value.status_code == 429
-    assert [e for e in sim.requests() if e["status"] == 429][-1]["throttle"] == "compute-VMUpdate"
+    assert [e for e in sim.requests() if e["status"] == 429][-1]["throttle"] == "compute-UpdateVMResource"
     sim.admin_post("limits", GENEROUS)
     for name in ("vm-web-02/runCommands/t0", "vm-web-02/runCommands/t1", "vm-web-03/runCommands/t2"):
         raw("DELETE", f"{VM_PREFIX}/{name}")

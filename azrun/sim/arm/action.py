@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from azrun.sim.arm import errors as err
+from azrun.sim.arm import policies as pol
 from azrun.sim.arm.context import Call, Reply, Service, listing
 from azrun.sim.arm.runcmd import json_body, operation_headers, params_of
 from azrun.sim.model import Machine
@@ -72,11 +73,13 @@ def _catalog_id(command_id: str) -> str | None:
 
 async def list_commands(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     svc.subscription(p["sub"])
+    svc.compute(call, pol.CATALOG, subscription=p["sub"], resource=None)
     return Reply(200, listing([_document(k, full=False) for k in CATALOG], None))
 
 
 async def get_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     svc.subscription(p["sub"])
+    svc.compute(call, pol.CATALOG, subscription=p["sub"], resource=None)
     found = _catalog_id(p["command"])
     if found is None:
         raise err.entity_not_found()
@@ -113,10 +116,10 @@ def _parse(raw: bytes, m: Machine) -> tuple[str | None, str | None, list[tuple[s
 async def run_action(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     if "instance" in p:
         m = svc.instance(p["sub"], p["rg"], p["vmss"], p["instance"])
-        policy = "VMScaleSetVMUpdate"
+        policy = pol.VMSS_VM_ACTION
     else:
         m = svc.vm(p["sub"], p["rg"], p["vm"])
-        policy = "VMUpdate"
+        policy = pol.VM_UPDATE
     svc.compute(call, policy, subscription=m.subscription_id, resource=m.id.lower())
     script, command_id, parameters = _parse(call.body, m)
     if m.power != "running":
@@ -124,4 +127,4 @@ async def run_action(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     if svc.world.runs.action_busy(m):
         raise err.conflict_in_progress()
     op = svc.world.runs.run_action(m, script=script, command_id=command_id, parameters=parameters)
-    return Reply(202, None, operation_headers(call, op))
+    return Reply(202, None, operation_headers(call, op, location=True))

@@ -1,7 +1,8 @@
 """``/_sim``: the local Azure's admin API (tests and benchmarks only; no token, not throttled).
 
 Executions (the proof that nothing ran twice), power changes, faults and limits at run time,
-counters. Every request is one line of the request log with service ``admin``.
+outages (``POST /_sim/outage {"seconds", "mode"}``: ARM resets connections, or also refuses new
+ones, for N seconds; the admin API itself answers during a "reset" outage), counters. Every request is one line of the request log with service ``admin``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class AdminApp:
                 return json_response(200, asdict(world.faults), {})
             if name == "limits":
                 return json_response(200, asdict(world.throttler.limits), {})
+        if request.method == "POST" and name == "outage":
+            return self._outage(await self._json(request))
         if request.method == "POST" and name in ("power", "faults", "limits"):
             body = await self._json(request)
             if name == "power":
@@ -86,6 +89,20 @@ class AdminApp:
             raise err.ArmError(404, "ResourceNotFound", "No VM or scale-set instance with that id.")
         await self.world.set_power(machine, power)
         return json_response(200, {"id": machine.id, "power": machine.power}, {})
+
+    def _outage(self, body: dict[str, Any]) -> web.StreamResponse:
+        """``{"seconds": N, "mode": "reset" | "refuse"}``: ARM is unreachable for N seconds."""
+        mode = str(body.get("mode", "reset")).lower()
+        try:
+            seconds = float(body.get("seconds", 0))
+        except (TypeError, ValueError):
+            seconds = -1.0
+        if mode not in ("reset", "refuse") or not 0 < seconds <= 3600:
+            raise err.ArmError(
+                400, "InvalidParameter", 'outage needs {"seconds": 0 < N <= 3600, "mode": "reset" | "refuse"}.'
+            )
+        self.world.outage(seconds, mode)
+        return json_response(200, {"seconds": seconds, "mode": mode}, {})
 
     def _stats(self) -> dict[str, Any]:
         requests: dict[str, dict[str, int]] = {}

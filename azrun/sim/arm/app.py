@@ -97,6 +97,10 @@ class ArmApp:
         return json_response(reply.status, reply.body, {**headers, **reply.headers})
 
     async def _connection_faults(self, request: web.Request) -> None:
+        if self.world.in_outage():  # POST /_sim/outage
+            if request.transport is not None:
+                request.transport.abort()
+            raise _Reset()
         faults = self.world.faults
         if faults.arm_latency_ms > 0:
             await asyncio.sleep(faults.arm_latency_ms / 1000)

@@ -76,10 +76,14 @@ class Service:
     world: World
     render: Renderer
 
-    def compute(self, call: Call, policy: str, *, subscription: str, resource: str | None) -> None:
+    def compute(
+        self, call: Call, operation: str, *, subscription: str, resource: str | None, charge: int = 1
+    ) -> None:
         """Take Compute tokens (raises a 429 ArmError) and record the headers on the call."""
         call.headers.update(
-            self.world.throttler.compute(policy, subscription=subscription.lower(), resource=resource)
+            self.world.throttler.compute(
+                operation, subscription=subscription.lower(), resource=resource, charge=charge
+            )
         )
 
     # ------------------------------------------------------------- lookups raising ARM's 404s

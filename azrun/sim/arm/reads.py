@@ -8,8 +8,10 @@ per VM.
 from __future__ import annotations
 
 from azrun.sim.arm import errors as err
+from azrun.sim.arm import policies as pol
 from azrun.sim.arm.context import Call, Reply, Service, listing, page
 from azrun.sim.arm.filter import parse_resource_filter, parse_vm_filter, vm_matches
+from azrun.sim.fleetspec import stable_uuid
 from azrun.sim.render import Encoded, encoded_listing
 
 
@@ -77,18 +79,23 @@ async def list_resources(svc: Service, call: Call, p: dict[str, str]) -> Reply:
 
 async def get_vm(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = svc.vm(p["sub"], p["rg"], p["vm"])
-    svc.compute(call, "VMGet", subscription=m.subscription_id, resource=m.id.lower())
+    svc.compute(call, pol.VM_GET, subscription=m.subscription_id, resource=m.id.lower())
     return Reply(200, Encoded(svc.render.machine_json(m, instance_view=call.expand_instance_view())))
 
 
 async def vm_instance_view(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = svc.vm(p["sub"], p["rg"], p["vm"])
-    svc.compute(call, "VMGet", subscription=m.subscription_id, resource=m.id.lower())
+    svc.compute(call, pol.VM_GET, subscription=m.subscription_id, resource=m.id.lower())
     return Reply(200, svc.render.vm(m, instance_view=True)["properties"]["instanceView"])
 
 
 async def list_vms(svc: Service, call: Call, p: dict[str, str]) -> Reply:
-    """VMs of a group (or, without ``rg``, the whole subscription: ListAll)."""
+    """VMs of a group (or, without ``rg``, the whole subscription: ListAll).
+
+    As recorded: the model without ``instanceView`` (unless ``$expand=instanceView``);
+    ``statusOnly=true`` answers status stubs without the model (no tags, OS, identity or scale
+    set); a resource group's listing carries ``HighCostGet``, ListAll no rate-limit header.
+    """
     vmss_id = parse_vm_filter(call.q("$filter"))
     if "rg" in p:
         svc.group(p["sub"], p["rg"])
@@ -96,16 +103,20 @@ async def list_vms(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     else:
         svc.subscription(p["sub"])
         vms = svc.world.vms_by_sub.get(p["sub"].lower(), [])
-    svc.compute(call, "VMList", subscription=p["sub"], resource=None)
+    svc.compute(call, pol.VM_LIST if "rg" in p else pol.VM_LIST_ALL, subscription=p["sub"], resource=None)
     if vmss_id is not None:
         vms = [m for m in vms if vm_matches(m, vmss_id)]
-    view = call.expand_instance_view() or (call.q("statusOnly") or "").lower() == "true"
     chunk, nxt = page(call, vms, svc.world.spec.sim.page_size)
+    if (call.q("statusOnly") or "").lower() == "true":
+        return Reply(200, encoded_listing([svc.render.status_json(m) for m in chunk], nxt))
+    view = call.expand_instance_view()
     return Reply(200, encoded_listing([svc.render.machine_json(m, instance_view=view) for m in chunk], nxt))
 
 
 async def get_vmss(svc: Service, call: Call, p: dict[str, str]) -> Reply:
-    return Reply(200, svc.render.vmss(svc.vmss(p["sub"], p["rg"], p["vmss"]).spec))
+    ss = svc.vmss(p["sub"], p["rg"], p["vmss"])
+    svc.compute(call, pol.VMSS_GET, subscription=ss.spec.subscription_id, resource=ss.spec.resource_id.lower())
+    return Reply(200, svc.render.vmss(ss.spec))
 
 
 async def list_vmss(svc: Service, call: Call, p: dict[str, str]) -> Reply:
@@ -123,7 +134,6 @@ async def list_vmss(svc: Service, call: Call, p: dict[str, str]) -> Reply:
 async def list_vmss_vms(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     """Instances of a Uniform scale set (Flexible members are listed as VMs)."""
     ss = svc.vmss(p["sub"], p["rg"], p["vmss"])
-    svc.compute(call, "VMScaleSetVMGet", subscription=ss.spec.subscription_id, resource=None)
     if ss.spec.orchestration != "Uniform":
         raise err.ArmError(
             400,
@@ -132,17 +142,28 @@ async def list_vmss_vms(svc: Service, call: Call, p: dict[str, str]) -> Reply:
             f"'{ss.spec.name}' since it is a Virtual Machine Scale Set with Flexible orchestration mode.",
         )
     chunk, nxt = page(call, ss.members, svc.world.spec.sim.page_size)
+    svc.compute(
+        call,
+        pol.VMSS_LIST,
+        subscription=ss.spec.subscription_id,
+        resource=ss.spec.resource_id.lower(),
+        charge=len(chunk),
+    )
     view = call.expand_instance_view()
     return Reply(200, encoded_listing([svc.render.machine_json(m, instance_view=view) for m in chunk], nxt))
 
 
 async def get_vmss_vm(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = svc.instance(p["sub"], p["rg"], p["vmss"], p["instance"])
-    svc.compute(call, "VMScaleSetVMGet", subscription=m.subscription_id, resource=m.id.lower())
+    svc.compute(call, pol.VMSS_VM_VIEW, subscription=m.subscription_id, resource=m.id.lower())
     return Reply(200, Encoded(svc.render.machine_json(m, instance_view=call.expand_instance_view())))
 
 
 async def vmss_vm_instance_view(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = svc.instance(p["sub"], p["rg"], p["vmss"], p["instance"])
-    svc.compute(call, "VMScaleSetVMGet", subscription=m.subscription_id, resource=m.id.lower())
-    return Reply(200, svc.render.vmss_vm(m, instance_view=True)["properties"]["instanceView"])
+    svc.compute(call, pol.VMSS_VM_VIEW, subscription=m.subscription_id, resource=m.id.lower())
+    view = svc.render.vmss_vm(m, instance_view=True)["properties"]["instanceView"]
+    domain = int(m.instance_id or 0) % 5
+    # a scale-set VM's own instance view also places it (recorded)
+    return Reply(200, {"platformUpdateDomain": domain, "platformFaultDomain": domain % 2,
+                       "placementGroupId": stable_uuid("pg", m.id), **view})

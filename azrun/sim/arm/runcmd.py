@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from azrun.sim import render_runs as rr
 from azrun.sim.arm import errors as err
+from azrun.sim.arm import policies as pol
 from azrun.sim.arm.context import Call, Reply, Service, listing, page
 from azrun.sim.arm.runs import RUN_COMMAND_CAP
 from azrun.sim.model import Machine, Operation, RunCommand
@@ -138,12 +139,14 @@ def validate_properties(props: Any, *, partial: bool = False) -> dict[str, Any]:
 
 
 def _fill_and_check(s: dict[str, Any]) -> None:
-    for key in _BOOLS:
-        s.setdefault(key, False)
+    # As recorded: asyncExecution and timeoutInSeconds are always echoed (false / 0);
+    # treatFailureAsDeploymentFailure only when it was sent.
+    s.setdefault("asyncExecution", False)
     s.setdefault("timeoutInSeconds", 0)
     source = s.get("source") or {}
     given = [k for k in _SOURCES if source.get(k)]
-    if len(given) != 1:
+    # None at all is accepted, as recorded: the handler then fails the execution (exit -202).
+    if len(given) > 1:
         raise err.invalid_parameter(
             "Exactly one of script, scriptUri, commandId or galleryScriptReferenceId must be specified "
             "in the run command source.",
@@ -188,23 +191,31 @@ def _machine(svc: Service, p: dict[str, str]) -> Machine:
     return svc.vm(p["sub"], p["rg"], p["vm"])
 
 
-def _policy(m: Machine, write: bool) -> str:
+def _policy(m: Machine, verb: str) -> str:
+    """The metered operation of a run-command request ("write", "delete" or "read")."""
     if m.uniform:
-        return "VMScaleSetVMUpdate" if write else "VMScaleSetVMGet"
-    return "VMUpdate" if write else "VMGet"
+        return {"write": pol.VMSS_VM_UPDATE, "delete": pol.VMSS_VM_DELETE}.get(verb, pol.VMSS_VM_GET)
+    return pol.VM_GET if verb == "read" else pol.VM_UPDATE
 
 
-def operation_headers(call: Call, op: Operation) -> dict[str, str]:
+def operation_headers(call: Call, op: Operation, *, location: bool) -> dict[str, str]:
+    """As recorded: ``Azure-AsyncNotification: Enabled`` and ``Azure-AsyncOperation`` always,
+    ``Location`` (monitor) on DELETE and POST only, and never ``Retry-After``."""
     m = op.machine
     url = (
         f"{call.base}/subscriptions/{m.subscription_id}/providers/Microsoft.Compute/locations/"
         f"{normalize_location(m.location)}/operations/{op.id}"
     )
-    return {
-        "Azure-AsyncOperation": f"{url}?api-version={call.api_version}",
-        "Location": f"{url}?monitor=true&api-version={call.api_version}",
-        "Retry-After": "1",
+    headers = {
+        "Azure-AsyncNotification": "Enabled",
+        "Azure-AsyncOperation": f"{url}?p={_P}&api-version={call.api_version}",
     }
+    if location:
+        headers["Location"] = f"{url}?p={_P}&monitor=true&api-version={call.api_version}"
+    return headers
+
+
+_P = "571046f6-b640-41c1-86f7-f9f044b5adf9"  # the platform's ``p=`` operation parameter (as recorded)
 
 
 def _not_found(m: Machine, name: str) -> err.ArmError:
@@ -226,9 +237,11 @@ def _check_location(m: Machine, location: str) -> None:
 
 async def put_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = _machine(svc, p)
-    svc.compute(call, _policy(m, True), subscription=m.subscription_id, resource=m.id.lower())
+    svc.compute(call, _policy(m, "write"), subscription=m.subscription_id, resource=m.id.lower())
     world = svc.world
-    if world.faults.arm_conflict_rate and world.rng.random() < world.faults.arm_conflict_rate:
+    if world.extension_busy(m) or (
+        world.faults.arm_conflict_rate and world.rng.random() < world.faults.arm_conflict_rate
+    ):
         raise err.conflict_in_progress()
     location, tags, settings = parse_put(call.body)
     _check_location(m, location)
@@ -240,12 +253,12 @@ async def put_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     if why == "in-progress":
         raise err.conflict_in_progress()
     rc, created, op = await world.runs.put(m, p["rc"], location, tags, settings)
-    return Reply(201 if created else 200, rr.run_command(rc), operation_headers(call, op))
+    return Reply(201 if created else 200, rr.run_command(rc), operation_headers(call, op, location=False))
 
 
 async def patch_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = _machine(svc, p)
-    svc.compute(call, _policy(m, True), subscription=m.subscription_id, resource=m.id.lower())
+    svc.compute(call, _policy(m, "write"), subscription=m.subscription_id, resource=m.id.lower())
     body = json_body(call.body)
     tags = _parse_tags(body.get("tags"))
     changes = validate_properties(body.get("properties"), partial=True)
@@ -260,12 +273,12 @@ async def patch_run_command(svc: Service, call: Call, p: dict[str, str]) -> Repl
     if why == "in-progress":
         raise err.conflict_in_progress()
     rc, _, op = await svc.world.runs.put(m, existing.name, existing.location, tags, settings)
-    return Reply(200, rr.run_command(rc), operation_headers(call, op))
+    return Reply(200, rr.run_command(rc), operation_headers(call, op, location=False))
 
 
 async def get_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = _machine(svc, p)
-    svc.compute(call, _policy(m, False), subscription=m.subscription_id, resource=m.id.lower())
+    svc.compute(call, _policy(m, "read"), subscription=m.subscription_id, resource=m.id.lower())
     rc = m.run_commands.get(p["rc"].lower())
     if rc is None:
         raise _not_found(m, p["rc"])
@@ -274,7 +287,7 @@ async def get_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
 
 async def list_run_commands(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = _machine(svc, p)
-    svc.compute(call, _policy(m, False), subscription=m.subscription_id, resource=m.id.lower())
+    svc.compute(call, _policy(m, "read"), subscription=m.subscription_id, resource=m.id.lower())
     items: list[RunCommand] = list(m.run_commands.values())
     chunk, nxt = page(call, items, svc.world.spec.sim.page_size)
     view = call.expand_instance_view()
@@ -283,11 +296,11 @@ async def list_run_commands(svc: Service, call: Call, p: dict[str, str]) -> Repl
 
 async def delete_run_command(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     m = _machine(svc, p)
-    svc.compute(call, _policy(m, True), subscription=m.subscription_id, resource=m.id.lower())
+    svc.compute(call, _policy(m, "delete"), subscription=m.subscription_id, resource=m.id.lower())
     op = await svc.world.runs.delete(m, p["rc"])
     if op is None:
         return Reply(204)
-    return Reply(202, None, operation_headers(call, op))
+    return Reply(202, None, operation_headers(call, op, location=True))
 
 
 async def get_operation(svc: Service, call: Call, p: dict[str, str]) -> Reply:
@@ -296,17 +309,12 @@ async def get_operation(svc: Service, call: Call, p: dict[str, str]) -> Reply:
     op = svc.world.runs.poll(p["op"])
     if op is None or op.machine.subscription_id.lower() != p["sub"].lower():
         raise err.entity_not_found()
-    svc.compute(call, "VMOperation", subscription=op.machine.subscription_id, resource=op.machine.id.lower())
+    svc.compute(call, pol.OPERATION, subscription=op.machine.subscription_id, resource=op.machine.id.lower())
     if (call.q("monitor") or "").lower() != "true":
         return Reply(200, rr.operation(op))
     if op.status == "InProgress":
         return Reply(
-            202,
-            None,
-            {
-                "Location": f"{call.base}{call.path}?monitor=true&api-version={call.api_version}",
-                "Retry-After": "1",
-            },
+            202, None, {"Location": f"{call.base}{call.path}?p={_P}&monitor=true&api-version={call.api_version}"}
         )
     if op.status != "Succeeded":
         error = op.error or {"code": "OperationCanceled", "message": "The operation was canceled."}

@@ -12,8 +12,11 @@ Semantics chosen where the docs are silent (also in docs/architecture.md):
 - a changed PUT after provisioning finished kills the previous execution (if still running)
   and runs again with the next sequence number, as the Linux handler does; tags alone are
   not a change;
-- DELETE is always accepted (202) and kills a running script; the resource is gone at once
-  (a DELETE of nothing answers 204);
+- DELETE is always accepted (202) and kills a running script; as recorded, its operation lasts
+  (``Timing.delete_duration``: 0.3 s fast, 10-211 s realistic) while the run command is still
+  listed with ``provisioningState: Deleting`` (and still counts towards the 25); a PUT/PATCH of
+  it meanwhile answers ``409 Conflict``; a DELETE of nothing answers 204; on a VM whose agent is
+  not ready (fault) the DELETE never finishes;
 - timeout: the agent reports ``Failed`` / exit code -1 (the real handler never says TimedOut);
 - a VM stopped or deallocated while its run command provisions: the script dies with the VM,
   the instance view stays frozen and provisioning turns ``Failed`` with Compute's
@@ -26,6 +29,7 @@ Semantics chosen where the docs are silent (also in docs/architecture.md):
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -50,22 +54,32 @@ def _now() -> datetime:
 class RunBook:
     """Every run command and operation of the world, and the rules that govern them."""
 
-    def __init__(self, *, agent: Agent, spec: FleetSpec, hung: Callable[[Machine], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        agent: Agent,
+        spec: FleetSpec,
+        hung: Callable[[Machine], bool],
+        agent_fault: Callable[[Machine], str | None] = lambda _m: None,
+    ) -> None:
         self.agent = agent
         self.spec = spec
         self.hung = hung
+        self.agent_fault = agent_fault  # "not-ready" | "never-starts" | None
         self.operations: dict[str, Operation] = {}  # insertion-ordered; the oldest are dropped
 
     def conflict(self, machine: Machine, name: str, location: str, settings: dict[str, Any]) -> str | None:
         """Why a PUT cannot proceed ("not-running", "cap", "in-progress") or None."""
         existing = machine.run_commands.get(name.lower())
+        if existing is not None and existing.deleting:
+            return "in-progress"
         if existing is not None and self._is_identical(existing, location, settings):
             return None
         if machine.power != "running":
             return "not-running"
         if existing is None and len(machine.run_commands) >= RUN_COMMAND_CAP:
             return "cap"
-        if existing is not None and existing.provisioning_state() not in TERMINAL:
+        if existing is not None and (existing.deleting or existing.provisioning_state() not in TERMINAL):
             return "in-progress"
         return None
 
@@ -113,15 +127,30 @@ class RunBook:
         return rc, existing is None, self._operation("put", rc)
 
     async def delete(self, machine: Machine, name: str) -> Operation | None:
-        """Remove a run command, killing its script; None if there was none."""
-        rc = machine.run_commands.pop(name.lower(), None)
+        """Start deleting a run command, killing its script; None if there was none.
+
+        The run command stays listed (``Deleting``) until the operation ends; a second DELETE
+        meanwhile answers the same operation.
+        """
+        rc = machine.run_commands.get(name.lower())
         if rc is None:
             return None
+        if rc.deleting and rc.delete_op is not None:
+            return rc.delete_op
         if not rc.status.finished:
             await self.agent.kill(machine.id, rc.name)
-        op = self._operation("delete", rc)
-        op.status, op.end = "Succeeded", op.start
+        rc.deleting = True
+        op = rc.delete_op = self._operation("delete", rc)
+        if self.agent_fault(machine) != "not-ready":  # no agent, no acknowledgement: never ends
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.agent.timing.delete_duration(), self._deleted, machine, rc, op)
         return op
+
+    @staticmethod
+    def _deleted(machine: Machine, rc: RunCommand, op: Operation) -> None:
+        if machine.run_commands.get(rc.name.lower()) is rc:
+            del machine.run_commands[rc.name.lower()]
+        op.status, op.end = "Succeeded", _now()
 
     def _operation(self, kind: str, rc: RunCommand) -> Operation:
         return self._register(Operation(str(uuid.uuid4()), kind, rc.machine, rc, rc.seq, _now()))
@@ -135,7 +164,7 @@ class RunBook:
     def poll(self, op_id: str) -> Operation | None:
         """The operation with its status brought up to date (terminal states are frozen)."""
         op = self.operations.get(op_id.lower())
-        if op is None or op.status in TERMINAL:
+        if op is None or op.status in TERMINAL or op.kind == "delete":
             return op
         if op.kind == "action":
             self._poll_action(op)
@@ -184,6 +213,9 @@ class RunBook:
             parameters=parameters,
             timeout_s=ACTION_TIMEOUT_S,
             hung=self.hung(machine),
+            never_starts=self.agent_fault(machine) is not None,
+            scale_set_vm=machine.uniform,
+            managed=False,
         )
         op = Operation(str(uuid.uuid4()), "action", machine, None, machine.action_seq, _now())
         op.execution = self.agent.start(req)
@@ -245,6 +277,8 @@ class RunBook:
             error_blob_principal=err_p,
             blob_identity_missing=out_missing or err_missing,
             hung=self.hung(machine),
+            never_starts=self.agent_fault(machine) is not None,
+            scale_set_vm=machine.uniform,
         )
 
     def _blob_principal(self, machine: Machine, uri: Any, mi: Any) -> tuple[Principal | None, bool]:

@@ -5,7 +5,8 @@ Two layers, checked in the order the real request meets them:
 1. ARM's regional token buckets, keyed subscription x caller x kind (read/write/delete),
    plus a *global* subscription bucket 15 times larger shared by every caller. Requests
    without a subscription (``GET /subscriptions``, ``/tenants``) use tenant buckets.
-2. Compute's per-policy buckets, per resource (VM) and per subscription, refilled per minute.
+2. Compute's per-policy buckets, per resource and per subscription, named and ordered per
+   operation as recorded Azure names them (``policies.py``; current or legacy header format).
 
 ARM takes its tokens once it lets a request through, even when Compute then refuses it
 (the RP never saw the ARM bucket); a refused request takes no token at its own layer
@@ -18,41 +19,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from azrun.sim.arm.errors import ArmError
+from azrun.sim.arm.policies import Meter, operation_policies
 from azrun.sim.fleetspec import Limits
 from azrun.sim.limits import SimBucket
 
 GLOBAL_FACTOR = 15
 _PLURAL = {"read": "reads", "write": "writes", "delete": "deletes"}
-
-
-@dataclass(frozen=True, slots=True)
-class ComputePolicy:
-    """One Compute throttling policy: its name and (capacity, refill/s) per resource and subscription."""
-
-    name: str
-    resource: tuple[float, float] | None
-    subscription: tuple[float, float]
-
-
-def compute_policies(limits: Limits) -> dict[str, ComputePolicy]:
-    """The policies the local Compute RP applies, from the fleet's ``[limits]``."""
-    return {
-        p.name: p
-        for p in (
-            ComputePolicy("VMUpdate", limits.vm_update_resource, limits.vm_update_subscription),
-            ComputePolicy("VMGet", limits.vm_get_resource, limits.vm_get_subscription),
-            ComputePolicy("VMList", None, limits.vm_list_subscription),
-            ComputePolicy("VMOperation", limits.vm_operation_resource, limits.vm_operation_subscription),
-            ComputePolicy(
-                "VMScaleSetVMUpdate", limits.vm_update_resource, limits.vmss_vm_update_subscription
-            ),
-            ComputePolicy("VMScaleSetVMGet", limits.vm_get_resource, limits.vmss_vm_get_subscription),
-        )
-    }
 
 
 def _retry_after(wait_s: float) -> int:
@@ -65,7 +40,7 @@ class Throttler:
     def __init__(self, limits: Limits, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self._clock = clock
-        self._policies = compute_policies(limits)
+        self._policies = operation_policies(limits)
         self._buckets: dict[tuple[str, ...], SimBucket] = {}
         self._refused: dict[tuple[str, ...], int] = {}
 
@@ -102,7 +77,7 @@ class Throttler:
                 (f"x-ms-ratelimit-remaining-subscription-global-{plural}", shared),
             ]
         if self.limits.enabled:
-            wait = self._take_all([b for _, b in pairs])
+            wait = self._take_all([(b, 1.0) for _, b in pairs])
             if wait > 0:
                 headers = {name: str(b.remaining()) for name, b in pairs}
                 headers["Retry-After"] = str(_retry_after(wait))
@@ -118,30 +93,46 @@ class Throttler:
                 )
         return {name: str(b.remaining()) for name, b in pairs}
 
-    def compute(self, policy: str, *, subscription: str, resource: str | None) -> dict[str, str]:
-        """Take Compute tokens for one request; return ``x-ms-ratelimit-remaining-resource``.
+    def compute(
+        self, operation: str, *, subscription: str, resource: str | None, charge: int = 1
+    ) -> dict[str, str]:
+        """Take Compute tokens for one request; return ``x-ms-ratelimit-remaining-resource`` (and
+        ``x-ms-request-charge`` where Azure sends it). ``charge``: tokens the charged meters take.
 
         Raises:
             ArmError: 429 ``OperationNotAllowed`` / ``TooManyRequests`` naming the policy.
         """
-        pol = self._policies[policy]
-        pairs: list[tuple[str, SimBucket]] = []
-        if pol.resource is not None and resource is not None:
-            pairs.append((f"{policy}Resource", self._bucket(("res", policy, resource), pol.resource)))
-        pairs.append(
-            (f"{policy}Subscription", self._bucket(("csub", policy, subscription), pol.subscription))
-        )
-        refused: SimBucket | None = None
+        pol = self._policies[operation]
+        pairs: list[tuple[Meter, SimBucket, float]] = []
+        for meter in pol.meters:
+            if meter.spec is None or (meter.charged and charge <= 0):
+                continue
+            if meter.scope == "res":
+                if resource is None:
+                    continue
+                key: tuple[str, ...] = ("res", meter.name, resource)
+            else:
+                key = ("csub", meter.name, subscription)
+            cost = float(max(charge, 0)) if meter.charged else 1.0
+            pairs.append((meter, self._bucket(key, meter.spec), cost))
+        refused: tuple[Meter, SimBucket] | None = None
         wait = 0.0
         if self.limits.enabled:
-            wait = self._take_all([b for _, b in pairs])
+            wait = self._take_all([(b, c) for _, b, c in pairs])
             if wait > 0:
-                refused = next(b for _, b in pairs if b.remaining() < 1)
-        header = ",".join(f"Microsoft.Compute/{name};{b.remaining()}" for name, b in pairs)
-        result = {"x-ms-ratelimit-remaining-resource": header, "x-ms-request-charge": "1"}
+                refused = next((m, b) for m, b, c in pairs if b.remaining() < c)
+        left = {m.name: b.remaining() for m, b, _ in pairs}
+        shown = [
+            f"Microsoft.Compute/{m.name};{0 if m.spec is None else left[m.name]}"
+            for m in pol.meters
+            if m.shown and (m.spec is None or m.name in left)
+        ]
+        result = {"x-ms-ratelimit-remaining-resource": ",".join(shown)} if shown else {}
+        if pol.charge and charge > 0:  # an empty listing charges nothing and says so (recorded)
+            result["x-ms-request-charge"] = str(charge)
         if refused is None:
             return result
-        raise self._compute_429(policy, refused, wait, result)
+        raise self._compute_429(refused[0].name, refused[1], wait, result)
 
     def _compute_429(self, policy: str, bucket: SimBucket, wait: float, headers: dict[str, str]) -> ArmError:
         key = (policy, str(id(bucket)))
@@ -167,14 +158,14 @@ class Throttler:
         )
 
     @staticmethod
-    def _take_all(buckets: list[SimBucket]) -> float:
-        """Take one token from each bucket, or none at all; return the wait when refused."""
-        short = [b for b in buckets if b.remaining() < 1]
+    def _take_all(buckets: list[tuple[SimBucket, float]]) -> float:
+        """Take ``cost`` tokens from each bucket, or none at all; return the wait when refused."""
+        short = [(b, c) for b, c in buckets if b.remaining() < c]
         if short:
-            # take() on a bucket below one token takes nothing and reports the wait.
-            return max(b.take() or 0.0 for b in short) or 1.0
-        for b in buckets:
-            b.take()
+            # take() on a bucket short of tokens takes nothing and reports the wait.
+            return max(b.take(min(c, b.capacity)) or 0.0 for b, c in short) or 1.0
+        for b, c in buckets:
+            b.take(c)
         return 0.0
 
     def __repr__(self) -> str:

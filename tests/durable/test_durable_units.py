@@ -1,0 +1,84 @@
+"""The durable engine's pure parts: shard planning, the run documents, the shard state."""
+
+from __future__ import annotations
+
+from azrun.durable import ShardState, plan_shards
+from azrun.durable._docs import (
+    result_from_doc,
+    result_to_doc,
+    spec_from_doc,
+    spec_to_doc,
+    target_from_doc,
+    target_to_doc,
+    tick_name,
+)
+from azrun.models import OutputRef, RunSpec, Target, TargetKind, TargetResult, TargetState
+
+
+def _target(sub: str, i: int) -> Target:
+    rid = f"/subscriptions/{sub}/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm{i}"
+    return Target(rid, f"vm{i}", TargetKind.VM, sub, "rg", "westeurope", "linux", "running",
+                  tags=(("env", "x"),), vm_name=f"vm{i}", system_identity=True, user_identity_client_ids=("c1",))  # fmt: skip
+
+
+def test_shards_split_concurrency_and_errors_in_proportion() -> None:
+    targets = [_target("A", i) for i in range(300)] + [_target("b", i) for i in range(100)]
+    shards = plan_shards("r1", targets, limit=40, max_errors=4, cap=750)
+    assert [(s.subscription, s.total, s.window, s.max_errors) for s in shards] == [("a", 300, 30, 3), ("b", 100, 10, 1)]
+    assert [s.instance_id for s in shards] == ["r1.s0000", "r1.s0001"]
+    # at least one in flight per subscription; the window never exceeds the budget cap or the shard
+    tiny = plan_shards("r2", targets, limit=1, max_errors=0, cap=750)
+    assert [s.window for s in tiny] == [1, 1] and [s.max_errors for s in tiny] == [0, 0]
+    capped = plan_shards("r3", targets, limit=400, max_errors=0, cap=50)
+    assert [s.window for s in capped] == [50, 50]
+
+
+def test_documents_round_trip() -> None:
+    t = _target("s", 1)
+    assert target_from_doc(target_to_doc(t)) == t
+    spec = RunSpec(script="echo hi", parameters=(("A", "1"),), timeout_s=90, script_name="x.sh",
+                   os_scripts=(("windows", "Write-Output hi"),))  # fmt: skip
+    assert spec_from_doc(spec_to_doc(spec)) == spec
+    r = TargetResult(t, TargetState.FAILED, 3, "exit code 3", "rc-id", None, None,
+                     OutputRef("https://o", "https://e", 10, 2, True), "out", "err", 4)  # fmt: skip
+    assert result_from_doc(result_to_doc(7, r), t) == r
+    assert tick_name("r", 3, 12) == ".azrun-durable/r/results/0003/00000012.jsonl"
+
+
+def test_shard_state_finishes_only_when_nothing_is_left() -> None:
+    s = ShardState(run_id="r", shard=0, subscription="a", total=2, container="c", window=1, max_errors=0)
+    assert not s.finished
+    s.cursor, s.inflight = 2, [[1, 0.0]]
+    assert not s.finished
+    s.inflight, s.to_delete = [], [1]
+    assert not s.finished  # the last run commands are deleted by one more tick
+    s.to_delete = []
+    assert s.finished
+    stopped = ShardState.from_dict({**s.to_dict(), "cursor": 0, "stop_reason": "error budget exceeded", "x": 1})
+    assert stopped.finished and stopped.summary()["stop"] == "error budget exceeded"
+
+
+def test_budget_is_handed_down_when_the_shard_moves_to_another_worker() -> None:
+    import asyncio
+    from typing import Any
+
+    from azrun.durable._tick import TickEnv, _take_over_budget
+    from azrun.throttle import RequestClass, Throttle, ThrottleLimits
+
+    def env(throttle: Throttle) -> TickEnv:
+        nothing: Any = None
+        return TickEnv(client=nothing, options=nothing, store=nothing, plan=nothing, targets=nothing,
+                       tailer=nothing, name="me", now=lambda: 1000.0, throttle=throttle)  # fmt: skip
+
+    def state(last: str) -> ShardState:
+        return ShardState(run_id="r", shard=0, subscription="SUB", total=1, container="c", window=1, max_errors=0,
+                          last_worker=last, spent={"writes": 200, "reads": 3}, spent_at=999.0)  # fmt: skip
+
+    async def write_level(last: str) -> float:
+        throttle = Throttle(ThrottleLimits())
+        await _take_over_budget(env(throttle), state(last))
+        return throttle.buckets_for(RequestClass(kind="write", subscription="sub"))[0].level()
+
+    # the other worker sent 200 writes 1 s ago: 10 have refilled, so 10 are left (not a cold 200)
+    assert 9.0 <= asyncio.run(write_level("other")) <= 12.0
+    assert asyncio.run(write_level("me")) == 200.0  # same worker: its own buckets already know
