@@ -4,7 +4,6 @@ nothing left behind after cleanup, the ledger agrees with the simulator)."""
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import time
 from collections.abc import Callable
@@ -12,10 +11,6 @@ from pathlib import Path
 
 import pytest
 from fault_support import FaultWorld, fill, fleet, wait_for
-
-from azrun.fleet import FleetOptions
-from azrun.sim.fleettypes import Faults
-from azrun.sim.state import World as SimWorld
 
 World = Callable[..., FaultWorld]
 RUN = ("run", "--tag", "env=prod", "--output-mode", "summary")
@@ -238,13 +233,6 @@ def test_disk_full(world: World, small_disk: Path) -> None:
     assert v.count("Succeeded") == 4
 
 
-_SIM_FAULTS = {f.name for f in dataclasses.fields(Faults)}
-_needs_never_start = pytest.mark.skipif("agents_never_start" not in _SIM_FAULTS or not hasattr(FleetOptions, "start_timeout_s"),
-                                        reason="needs the simulator's agents_never_start fault and --start-timeout")
-_needs_outage = pytest.mark.skipif(not hasattr(SimWorld, "outage"), reason="needs the simulator's POST /_sim/outage")
-
-
-@_needs_never_start
 def test_agent_never_starts(world: World) -> None:
     w = world(fleet(vms=4, faults='agents_never_start = ["vm-003"]'))
     started = time.monotonic()
@@ -258,7 +246,6 @@ def test_agent_never_starts(world: World) -> None:
     assert "never picked the script up" in message, message
 
 
-@_needs_outage
 @pytest.mark.slow
 def test_controller_outage(world: World) -> None:
     # the issue's 2 minutes, scaled to the fast profile: ARM refuses every connection for 8 s while
