@@ -45,6 +45,7 @@ def test_the_checks_can_fail(world: World) -> None:
         w.check()
 
 
+@pytest.mark.slow
 def test_429_storm(world: World) -> None:
     w = world(fleet(vms=4, faults="arm_throttle_rate = 0.4\nseed = 5"))
     started = time.monotonic()
