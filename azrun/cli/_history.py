@@ -121,8 +121,11 @@ def cancel_cmd(run_id: OptionalRunIdArg = None, state_dir: StateDirOpt = None) -
 
         factory = client_factory(settings)
         try:
-            async with make_fleet(factory, state_dir, None, settings) as fleet:
+            fleet = make_fleet(factory, state_dir, None, settings)  # not opened: cancel needs no output container
+            try:
                 result = await fleet.cancel(rid)
+            finally:
+                await fleet.aclose()
         finally:
             await factory.aclose()
         doc = run_document(result, status="canceled", exit_code=0)
@@ -166,9 +169,12 @@ def cleanup_cmd(
 
         factory = client_factory(settings)
         try:
-            async with make_fleet(factory, state_dir, None, settings) as fleet:
+            fleet = make_fleet(factory, state_dir, None, settings)  # not opened: cleanup needs no output container
+            try:
                 report = await fleet.cleanup(older_than_s=seconds, all_azrun=all_azrun, machines=selector,
                                              dry_run=dry_run)
+            finally:
+                await fleet.aclose()
         finally:
             await factory.aclose()
         verb = "would delete" if dry_run else "deleted"

@@ -242,6 +242,8 @@ class RunCore:
             if len(self._stats) >= self._replan_at:
                 self._replan_at *= 2
                 self._replan()
+        if work.scout and len(self._stats) < self._opts.poll.learn_after:
+            self._scouts_ended()
         if was_active:
             self._active -= 1
         self._finishing += 1
@@ -259,6 +261,9 @@ class RunCore:
             await self._notify()
 
     def _replan(self) -> None:  # the polls live in Watching
+        raise NotImplementedError
+
+    def _scouts_ended(self) -> None:  # the polls live in Watching
         raise NotImplementedError
 
     async def _collect_output(self, work: Work, view: RunCommandView | None) -> tuple[OutputRef, str, str]:

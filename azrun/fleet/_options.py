@@ -110,7 +110,7 @@ class PollPolicy:
     scouts: int = 3
     scout_interval_s: float = 1.0
     scout_window_s: float = 60.0
-    power_check_after_s: float = 120.0
+    power_check_after_s: float = 20.0  # as often as a quiet target is polled (issue 14, item 15: was 120 s)
     agent_cadence_s: float = 15.0
     outage_max_interval_s: float = 60.0
 

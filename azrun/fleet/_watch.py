@@ -201,6 +201,22 @@ class Watching(RunCore):
             if due is not None and elapsed + due > p90 + slack:
                 self._schedule(work, max(0.0, p50 - elapsed))
 
+    def _scouts_ended(self) -> None:
+        """The last scout ended with nothing learned (timed out, never started, its machine gone):
+        the targets that waited for what it would learn are polled on the initial guess instead of
+        sitting out the longest interval (issue 14: a hung scout held the others for 20 s)."""
+        if any(w.scout and not w.taken for w in self.works):
+            return
+        now, guess = self._clock(), first_delay(self._opts.poll, self._stats)
+        for work in self.works:
+            if work.state is not TargetState.RUNNING or work.taken or work.sent_mono is None or work.parked:
+                continue
+            sched = self._schedulers.get(work.target.subscription_id.lower())
+            due = sched.due_in(work) if sched is not None else None
+            elapsed = now - work.sent_mono
+            if due is not None and elapsed + due > guess:
+                self._schedule(work, max(0.0, guess - elapsed))
+
     async def _poll_failed(self, work: Work, failure: ArmFailure) -> None:
         work.poll_errors += 1
         if unreachable(failure):
