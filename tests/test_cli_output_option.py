@@ -133,11 +133,13 @@ def test_output_and_query_on_every_data_command(local_azure: Any, tmp_path: Path
 
 
 DATA_COMMANDS = ["auth", "auth check", "targets", "run", "plan", "status", "runs", "cancel", "cleanup", "logs",
-                 "resume", "rerun", "report", "config show"]
+                 "resume", "rerun", "report", "config show", "durable run", "durable status", "durable runs"]
+#: Commands that print no data document: servers in the foreground and a line or a stream.
+QUIET_COMMANDS = ["worker", "durable cancel", "durable logs", "durable scheduler"]
 
 
 def test_the_data_command_list_is_complete() -> None:
-    """Every command but ``sim up`` (a server in the foreground) prints data: all are listed."""
+    """Every command but ``sim up`` and the quiet ones prints data: all are listed."""
     import typer
 
     import azrun.cli as cli
@@ -148,7 +150,21 @@ def test_the_data_command_list_is_complete() -> None:
         if getattr(cmd, "callback", None) is not None and name != "sim":
             found.append(name)
         found += [f"{name} {sub}" for sub in (subs or {}) if name != "sim"]
-    assert sorted(found) == sorted(DATA_COMMANDS)
+    assert sorted(found) == sorted(DATA_COMMANDS + QUIET_COMMANDS)
+
+
+@pytest.mark.parametrize("command", QUIET_COMMANDS)
+def test_quiet_commands_take_the_global_options_but_no_output_format(command: str) -> None:
+    import typer
+
+    import azrun.cli as cli
+
+    cmd = typer.main.get_command(cli.app)
+    for part in command.split():
+        cmd = cmd.commands[part]  # type: ignore[attr-defined]
+    opts = {o for p in cmd.params for o in p.opts}
+    assert {"--only-show-errors", "-q", "-v", "--no-color", "--debug"} <= opts
+    assert not {"-o", "--query"} & opts
 
 
 @pytest.mark.parametrize("command", DATA_COMMANDS)

@@ -87,6 +87,9 @@ class DurableFleet:
     @classmethod
     def from_env(cls, settings: Settings | None = None, *, endpoint: str | None = None,
                  taskhub: str | None = None) -> DurableFleet:  # fmt: skip
+        """A durable fleet configured as ``azrun durable run`` would be here: the settings (flags,
+        environment, config file) choose identity, output storage and the scheduler
+        (``AZRUN_DURABLE_ENDPOINT`` / ``AZRUN_DURABLE_TASKHUB``); ``endpoint``/``taskhub`` win."""
         from azrun.config import Settings
         from azrun.durable._connect import SchedulerConnection
         from azrun.fleet import Fleet
@@ -101,6 +104,7 @@ class DurableFleet:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the scheduler client and the fleet's Azure clients."""
         if self._client is not None:
             await asyncio.to_thread(self._client.close)
             self._client = None
@@ -108,6 +112,7 @@ class DurableFleet:
 
     @property
     def client(self) -> Any:
+        """The Durable Task client for this scheduler and task hub (opened on first use)."""
         if self._client is None:
             self._client = self.connection.client(self.fleet.factory)
         return self._client
@@ -241,6 +246,7 @@ class DurableFleet:
                 continue
 
     async def runs(self, limit: int = 20) -> list[DurableRun]:
+        """The newest ``limit`` durable runs the scheduler knows, with their status."""
         from durabletask.client import OrchestrationQuery
 
         states = await asyncio.to_thread(self.client.get_all_orchestration_states, OrchestrationQuery())
