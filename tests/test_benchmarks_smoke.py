@@ -142,6 +142,23 @@ def test_bench_fleet_azrun_tiny(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.realistic
+def test_bench_fleet_realistic_tiny(tmp_path: Path) -> None:
+    """Three VMs on the realistic profile, handler install off (~40 s: latency + the 15 s cadence)."""
+    run_all = load("run_all")
+    job = run_all.Job("fleet_realistic", "fleet realistic", "bench_fleet_realistic",
+                      kwargs={"n": 3, "install_s": 0.0}, timeout_s=170)
+    outcome = run_all.run_job(job, tmp_path)
+    assert outcome.error is None, outcome.error
+    result = outcome.result
+    assert result["outcomes"] == {"Succeeded": 3} and result["executions"] == 3
+    assert result["start_latency_s"]["max"] >= 7  # the recorded dispatch latency, measured
+    assert result["bound_s"] >= result["start_latency_s"]["max"] + 5 + 15
+    rows = {line.row.figure: line.row for line in run_all.report_lines([outcome])}  # hooked into ./scripts/bench
+    assert rows["realistic N=3: 429 answers"].met is True
+
+
+@pytest.mark.slow
 def test_bench_fleet_alternatives_tiny(tmp_path: Path) -> None:
     """naive, threads5 and sequential, with the SDK polling every 0.2 s instead of 30 s (speed only)."""
     run_all = load("run_all")

@@ -38,10 +38,11 @@ sys.path[:0] = [p for p in (str(_HERE.parents[1]), str(_HERE)) if p not in sys.p
 
 import _common  # noqa: E402
 
-BENCHMARKS = ("sim", "startup", "targets", "throttle", "identity", "output", "fleet", "scale", "durable")
+BENCHMARKS: tuple[str, ...] = ("sim", "startup", "targets", "throttle", "identity", "output", "fleet", "scale", "durable")
 RESULTS = _common.REPO / "benchmarks-results.json"
 MARK = {True: "✓", False: "✗", None: "—"}
 BENCHMARKS += ("heartbeat",)  # the event-loop lag of a run (bench_heartbeat.py)
+BENCHMARKS += ("fleet_realistic",)  # the fleet run on the realistic timing profile (bench_fleet_realistic.py)
 FLEET_GOAL_RATIO = 1.10
 LATENCY_GOAL_S = 2.0
 
@@ -120,6 +121,9 @@ def plan(quick: bool, large: bool) -> list[Job]:
         ]
         scale = [1000, 3000, 10_000]
     jobs += fleet_jobs(fleet_sizes, pooled_n=pooled)
+    realistic = [{"n": 20, "install_s": 0.0}] if quick else [{"n": 100}, {"n": 1000}]
+    jobs += [Job("fleet_realistic", f"fleet realistic N={kw['n']}", "bench_fleet_realistic", kwargs=kw, timeout_s=3600)
+             for kw in realistic]
     jobs.append(Job("scale", "scale", "bench_scale", "run_sizes", {"sizes": scale}, timeout_s=7200))
     durable = {"subs": 4, "vms": 5} if quick else {"subs": 20, "vms": 250}
     jobs.append(Job("durable", "durable engine", "bench_durable", kwargs=durable, timeout_s=7200))
