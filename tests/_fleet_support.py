@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from azrun.models import TargetState
+
 SUB = "11111111-1111-4111-8111-111111111111"
 RG = "rg"
 LOCATION = "westeurope"
@@ -132,3 +134,8 @@ def in_flight_intervals(sim: Any) -> list[tuple[float, float]]:
 
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)
+
+
+def names(result: Any, state: TargetState) -> list[str]:
+    """The sorted names of a result's targets in ``state``."""
+    return sorted(r.target.name for r in result.results if r.state is state)

@@ -8,11 +8,14 @@ test fleet; ``sim_factory`` starts extra ones with a fleet of the test's own (li
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from azrun.fleet import Fleet
 
 _CLEARED_PREFIXES = ("AZURE_", "IDENTITY_", "MSI_", "AZRUN_", "IMDS_")
 
@@ -78,3 +81,23 @@ def azure_env(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], dict[str, str]
         return dict(sim.env)
 
     return apply
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Callable[[], Fleet]]:
+    """Fleets from the environment (``azure_env``) sharing one state dir, closed at the end."""
+    made: list[Fleet] = []
+
+    from azrun.fleet import Fleet
+
+    def make() -> Fleet:
+        f = Fleet.from_env(state_dir=tmp_path / "state")
+        made.append(f)
+        return f
+
+    try:
+        yield make
+    finally:
+        for f in made:
+            await f.aclose()
+

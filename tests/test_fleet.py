@@ -6,7 +6,7 @@ time in ``tests/fleet/``; these runs prove the same code over the real SDK stack
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,12 @@ from _fleet_support import (
     executions,
     executions_per_machine,
     fleet_toml,
+    names,
     run_command_ops,
 )
 
 from azrun.errors import ConfigError, NoTargetsMatched
-from azrun.fleet import Fleet, FleetOptions, PollPolicy, RecordingObserver
+from azrun.fleet import FleetOptions, PollPolicy, RecordingObserver
 from azrun.models import RunSpec, Target, TargetKind, TargetState
 from azrun.runcommand import RunCommandClient, run_command_name
 from azrun.targets import Selector
@@ -47,26 +48,6 @@ def start_sim(sim_factory: Callable[..., Any], azure_env: Callable[[Any], dict[s
         return sim
 
     return start
-
-
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Callable[[], Fleet]]:
-    made: list[Fleet] = []
-
-    def make() -> Fleet:
-        f = Fleet.from_env(state_dir=tmp_path / "state")
-        made.append(f)
-        return f
-
-    try:
-        yield make
-    finally:
-        for f in made:
-            await f.aclose()
-
-
-def names(result: Any, state: TargetState) -> list[str]:
-    return sorted(r.target.name for r in result.results if r.state is state)
 
 
 def vm_target(name: str, power: str = "running") -> Target:

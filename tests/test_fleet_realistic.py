@@ -22,15 +22,23 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
-from _fleet_support import LOCATION, RG, SUB, executions, executions_per_machine, fleet_toml, run_command_ops
+from _fleet_support import (
+    LOCATION,
+    RG,
+    SUB,
+    executions,
+    executions_per_machine,
+    fleet_toml,
+    names,
+    run_command_ops,
+)
 
-from azrun.fleet import Fleet, FleetOptions, RecordingObserver
+from azrun.fleet import FleetOptions, RecordingObserver
 from azrun.models import RunSpec, Target, TargetKind, TargetState
 from azrun.runcommand import RunCommandClient, run_command_name
 from azrun.targets import Selector
@@ -62,26 +70,6 @@ def start_sim(sim_factory: Callable[..., Any], azure_env: Callable[[Any], dict[s
         return sim
 
     return start
-
-
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Callable[[], Fleet]]:
-    made: list[Fleet] = []
-
-    def make() -> Fleet:
-        f = Fleet.from_env(state_dir=tmp_path / "state")
-        made.append(f)
-        return f
-
-    try:
-        yield make
-    finally:
-        for f in made:
-            await f.aclose()
-
-
-def names(result: Any, state: TargetState) -> list[str]:
-    return sorted(r.target.name for r in result.results if r.state is state)
 
 
 def vm_target(name: str) -> Target:

@@ -63,14 +63,18 @@ VARIANTS = ("azrun", "naive", "threads5", "sequential")
 DEFAULT_N = {"azrun": 1000, "naive": 1000, "threads5": 25, "sequential": 5}
 
 
-def fleet_toml(n: int) -> str:
+FAST_SIM = """agent_start_delay_s = 0.2
+agent_upload_interval_s = 15
+agent_status_interval_s = 1
+"""
+
+
+def fleet_toml(n: int, sim: str = FAST_SIM) -> str:
+    """n running Linux VMs tagged env=bench; ``sim``: the [sim] lines of the timing profile."""
     return f"""
 [sim]
 current_vm = "{RG}/vm-0001"
-agent_start_delay_s = 0.2
-agent_upload_interval_s = 15
-agent_status_interval_s = 1
-page_size = 100
+{sim}page_size = 100
 
 [[subscription]]
 id = "{SUB}"

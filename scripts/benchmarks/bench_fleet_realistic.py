@@ -46,7 +46,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_fleet import RG, SCRIPT, SCRIPT_S, SUB, _resolve
+import bench_fleet
+from bench_fleet import SCRIPT, SCRIPT_S, _resolve
 
 CADENCE_S = 15.0
 DEFAULT_N = (100, 1000)
@@ -54,26 +55,7 @@ DEFAULT_N = (100, 1000)
 
 def fleet_toml(n: int, install_s: float | None) -> str:
     install = "" if install_s is None else f"handler_install_s = {install_s}\n"
-    return f"""
-[sim]
-current_vm = "{RG}/vm-0001"
-profile = "realistic"
-{install}page_size = 100
-seed = 11
-
-[[subscription]]
-id = "{SUB}"
-name = "bench"
-  [[subscription.resource_group]]
-  name = "{RG}"
-  location = "westeurope"
-    [[subscription.resource_group.vm]]
-    name = "vm-{{i:04d}}"
-    count = {n}
-    system_identity = true
-    system_identity_storage_role = "contributor"
-    tags = {{ env = "bench" }}
-"""
+    return bench_fleet.fleet_toml(n, sim=f'profile = "realistic"\n{install}seed = 11\n')
 
 
 def dispatch_bound_s(n: int) -> float:
