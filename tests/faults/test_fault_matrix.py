@@ -227,6 +227,8 @@ def test_disk_full(world: World, small_disk: Path) -> None:
     assert proc.returncode == 8, err  # local state, not "a target failed"
     assert "No space left" in err or "full" in err, err
     assert "azrun resume" in err, err  # the way out is named
+    assert err.count("cannot be written") == 1, err  # the cause is said once (a short line when it happens)
+    assert "no new dispatch" in err, err
     (small_disk / "filler").unlink()
     done = w.azrun("resume", w.run_id(), "--output-mode", "summary")
     assert done.returncode == 0, done.stderr
