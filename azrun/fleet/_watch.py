@@ -229,17 +229,18 @@ class Watching(RunCore):
     def _replan(self) -> None:
         """The duration estimate firmed up: pull in polls scheduled far past the learned p90.
 
-        Only targets the agent has started: a waiting one's end depends on its start, which the
-        start schedule (``unstarted_delay``, ``_replan_starts``) follows; pulling those in read
-        every waiting target again at each replan (3, 6, 12 ... results)."""
+        Not targets already read and found waiting for their agent: their end depends on their
+        start, which the start schedule (``unstarted_delay``, ``_replan_starts``) follows; pulling
+        those in read every waiting target again at each replan (3, 6, 12 ... results). Targets
+        not read yet (waiting on the scouts' estimate) are pulled in."""
         p50, p90 = self._stats.quantile(0.5), self._stats.quantile(0.9)
         if p50 is None or p90 is None:
             return
         now, slack = self._clock(), self._opts.poll.min_interval_s
         for work in self.works:
             if (work.state is not TargetState.RUNNING or work.taken or work.sent_mono is None or work.parked
-                    or work.start_mono is None):
-                continue
+                    or (work.start_mono is None and work.polls > 0)):
+                continue  # read and found waiting for its agent: the start schedule has it
             sched = self._schedulers.get(work.target.subscription_id.lower())
             due = sched.due_in(work) if sched is not None else None
             elapsed = now - work.sent_mono

@@ -131,3 +131,13 @@ def test_a_first_run_handler_install_is_waited_out_by_the_scouts(tmp_path: Path)
     assert len(azure.ops("POWER")) / 100 <= 0.3
     last_end = max(starts.values()) + 5
     assert max(c.t for c in azure.ops("DELETE")) <= last_end + 2 * azure.cadence_s
+
+
+def test_targets_waiting_on_the_scouts_are_pulled_in_when_they_finish(tmp_path: Path) -> None:
+    """Quick scripts (agent start at once, 2 s run, 100 targets): the targets sent while the
+    scouts were out are read once the scouts teach the duration, not at the 20 s cap."""
+    azure = FakeAzure(script=Script(start_s=0.05, duration_s=2), cadence_s=1)
+    result = vrun(lambda: Harness(azure, tmp_path).run(
+        vms(100), spec(60), options(max_concurrency="100%", max_errors="100%")))
+    assert result.ok
+    assert max(c.t for c in azure.ops("DELETE")) < 12
