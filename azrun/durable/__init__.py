@@ -13,9 +13,10 @@
 from __future__ import annotations
 
 from azrun.durable._connect import SchedulerConnection
-from azrun.durable._fleet import DurableFleet, DurableRun, UnknownDurableRun, plan_shards
+from azrun.durable._fleet import DurableFleet, DurableRun, UnknownDurableRun, check_durable_options
 from azrun.durable._host import WorkerHost
 from azrun.durable._orchestrations import RUN, SHARD, TICK, TICKS_PER_EXECUTION
+from azrun.durable._plan import plan_shards
 from azrun.durable._state import ShardState
 from azrun.durable._worker import DurableWorker
 
@@ -31,5 +32,6 @@ __all__ = [
     "ShardState",
     "UnknownDurableRun",
     "WorkerHost",
+    "check_durable_options",
     "plan_shards",
 ]
