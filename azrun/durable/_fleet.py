@@ -71,6 +71,7 @@ class DurableRun:
     arm_requests: int = 0
     throttled_429: int = 0
     error: str | None = None
+    stop: str | None = None  # why the rollout stopped early (a wave's budget, the canary, max-errors)
 
     @property
     def done(self) -> bool:
@@ -84,6 +85,7 @@ class DurableFleet:
         self.fleet = fleet
         self.connection = connection
         self._client: Any = None
+        self._targets_cache: dict[tuple[str, int], list[Target]] = {}
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, *, endpoint: str | None = None,
@@ -226,7 +228,7 @@ class DurableFleet:
         created = root.created_at
         if root.serialized_output and runtime == "COMPLETED":
             out = json.loads(root.serialized_output)
-            return _run(run_id, runtime, out["status"], created, tuple(out.get("shards", ())))
+            return _run(run_id, runtime, out["status"], created, tuple(out.get("shards", ())), stop=out.get("stop"))
         shard_states = [ShardState.from_dict(s) for s in json.loads(root.serialized_input or "{}").get("shards", [])]
         shards = []
         for s in shard_states:
@@ -271,19 +273,33 @@ class DurableFleet:
 
     async def results(self, run_id: str) -> list[TargetResult]:
         """Every finished (or skipped) target's result, from the run's result blobs."""
+        return await self.new_results(run_id, set(), skipped=True)
+
+    async def new_results(self, run_id: str, seen: set[str], *, skipped: bool = False) -> list[TargetResult]:
+        """The results in result blobs not in ``seen`` (their names are added to it): what
+        finished since the last call (``--follow``). ``skipped``: also the machines the plan skipped."""
         store = await self._store()
-        plan = json.loads(await store.read_name(plan_name(run_id)))
-        out = [TargetResult(target_from_doc(s["target"]), TargetState.SKIPPED, message=s["reason"])
-               for s in plan.get("skipped", ())]  # fmt: skip
-        targets: dict[int, list[Target]] = {}
-        for name in await store.list_names(results_prefix(run_id)):
-            shard = int(name[len(results_prefix(run_id)):].split("/", 1)[0])
-            if shard not in targets:
-                docs = read_jsonl(await store.read_name(targets_name(run_id, shard)))
-                targets[shard] = [target_from_doc(d) for d in docs]
-            for row in read_jsonl(await store.read_name(name)):
-                out.append(result_from_doc(row, targets[shard][int(row["i"])]))
+        out: list[TargetResult] = []
+        if skipped:
+            plan = json.loads(await store.read_name(plan_name(run_id)))
+            out += [TargetResult(target_from_doc(s["target"]), TargetState.SKIPPED, message=s["reason"])
+                    for s in plan.get("skipped", ())]  # fmt: skip
+        prefix = results_prefix(run_id)
+        for name in await store.list_names(prefix):
+            if name in seen:
+                continue
+            seen.add(name)
+            shard = int(name[len(prefix):].split("/", 1)[0])
+            targets = await self._shard_targets(store, run_id, shard)
+            out += [result_from_doc(row, targets[int(row["i"])]) for row in read_jsonl(await store.read_name(name))]
         return out
+
+    async def _shard_targets(self, store: OutputStore, run_id: str, shard: int) -> list[Target]:
+        key = (run_id, shard)
+        if key not in self._targets_cache:
+            docs = read_jsonl(await store.read_name(targets_name(run_id, shard)))
+            self._targets_cache[key] = [target_from_doc(d) for d in docs]
+        return self._targets_cache[key]
 
 
 def check_durable_options(opts: FleetOptions) -> None:
@@ -312,7 +328,7 @@ def _blob_identity(store: OutputStore) -> str | None:
 
 
 def _run(run_id: str, runtime: str, status: str, created: datetime | None, shards: tuple[dict[str, Any], ...],
-         *, error: str | None = None) -> DurableRun:  # fmt: skip
+         *, error: str | None = None, stop: str | None = None) -> DurableRun:  # fmt: skip
     counts: dict[str, int] = {}
     for s in shards:
         for k, v in s.get("counts", {}).items():
@@ -320,4 +336,5 @@ def _run(run_id: str, runtime: str, status: str, created: datetime | None, shard
     return DurableRun(
         run_id, runtime, status, created, counts, sum(int(s.get("total", 0)) for s in shards), shards,
         sum(int(s.get("requests", 0)) for s in shards), sum(int(s.get("throttled", 0)) for s in shards), error,
+        stop,
     )  # fmt: skip

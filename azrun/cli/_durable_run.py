@@ -1,0 +1,148 @@
+"""``azrun run --engine durable`` (and its alias ``azrun durable run``): schedule, or follow live.
+
+The flags are parsed exactly as for a local run (:func:`azrun.cli._run.build_run`,
+:func:`azrun.cli._run_options.rollout_options`); the selection is split by OS as for a local run;
+then :meth:`azrun.durable.DurableFleet.schedule` writes the plan and starts the orchestration.
+Without ``--follow`` the run id is printed (``-o json``: ``{"runId": ...}``) and the command
+returns 0. With ``--follow`` a finished line per target (read from the run's result blobs as
+each tick writes them), a progress line now and then, and at the end the same summary (or ONE
+document) and exit code as a local run. What a durable run cannot honour is refused here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from azrun.cli._format import OutputFormat, emit
+from azrun.cli._globals import current
+from azrun.cli._session import note
+from azrun.errors import ConfigError
+
+if TYPE_CHECKING:
+    from azrun.cli._platform import OsScripts
+    from azrun.config import Settings
+    from azrun.durable import DurableFleet, DurableRun
+    from azrun.fleet import FleetOptions
+    from azrun.models import RunSpec
+    from azrun.targets import Selector
+
+__all__ = ["refuse_local_only", "run_durable"]
+
+_HINT = "drop it, or run with --engine local"
+PROGRESS_EVERY_S = 10.0
+
+
+def refuse_local_only(**given: object) -> None:
+    """One line + a fix for a flag only a local run has (``given``: flag name -> value)."""
+    for flag, value in given.items():
+        if value:
+            raise ConfigError(f"--{flag.replace('_', '-')} is not available with --engine durable "
+                              "(a durable run has no local ledger)", hint=_HINT)  # fmt: skip
+
+
+def refuse_durable_only(engine: str, **given: object) -> None:
+    for flag, value in given.items():
+        if value and engine != "durable":
+            raise ConfigError(f"--{flag.replace('_', '-')} is for durable runs", hint="add --engine durable")
+
+
+def run_durable(
+    selector: Selector, spec: RunSpec, scripts: OsScripts | None, opts: FleetOptions, settings: Settings, *,
+    follow: bool, poll_s: float = 2.0,
+) -> int:
+    """Schedule (and with ``follow`` watch) a durable run; the exit code."""
+    return int(asyncio.run(_go(selector, spec, scripts, opts, settings, follow=follow, poll_s=poll_s)))
+
+
+async def _go(selector: Selector, spec: RunSpec, scripts: OsScripts | None, opts: FleetOptions,
+              settings: Settings, *, follow: bool, poll_s: float) -> int:  # fmt: skip
+    from azrun.cli._platform import split_by_os
+    from azrun.durable import DurableFleet, check_durable_options
+
+    check_durable_options(opts)  # before any Azure call
+    async with DurableFleet.from_env(settings) as fleet:
+        selection = await fleet.fleet.select(selector)
+        if scripts is not None:
+            selection, _ = split_by_os(selection, scripts)
+            if not selection.targets:
+                raise ConfigError("no selected machine has a script for its OS",
+                                  hint="add --script-linux FILE or --script-windows FILE for the other OS")
+        rid = await fleet.schedule(selection, spec, options=opts, poll_s=max(0.2, poll_s))
+        options = current()
+        if not follow:
+            if options.output.machine_readable or options.query:
+                emit({"runId": rid, "scheduler": fleet.connection.describe(), "targets": len(selection.targets)},
+                     options.output, sys.stdout, query=options.query)  # fmt: skip
+            else:
+                print(rid)
+            note(f"follow it with: azrun durable status {rid}  (or azrun run ... --engine durable --follow)")
+            return 0
+        note(f"run {rid} scheduled on {fleet.connection.describe()}: {len(selection.targets)} targets")
+        return await follow_run(fleet, rid)
+
+
+async def follow_run(fleet: DurableFleet, rid: str, *, interval_s: float = 1.0) -> int:
+    """Watch a durable run to its end: a line per finished target, progress, the summary; the exit code."""
+    from azrun.cli._run_view import LinePrinter
+
+    options = current()
+    printer = LinePrinter(err=sys.stderr, verbose=options.verbose)
+    seen: set[str] = set()
+    done: set[str] = set()
+    last_progress = time.monotonic()
+    while True:
+        run = await fleet.status(rid)
+        for result in await fleet.new_results(rid, seen):
+            if result.target.resource_id in done:
+                continue  # a retried tick rewrote its file: already shown
+            done.add(result.target.resource_id)
+            if options.notes:
+                printer.on_target(result)
+            if options.output is OutputFormat.JSONL:
+                from azrun.cli._result import target_record
+
+                emit(target_record(result, run_id=rid), OutputFormat.JSONL, sys.stdout, query=options.query)
+        if run.done:
+            return await _finish(fleet, run, done)
+        if options.notes and time.monotonic() - last_progress >= PROGRESS_EVERY_S:
+            last_progress = time.monotonic()
+            inflight = sum(int(s.get("inflight", 0)) for s in run.shards)
+            sys.stderr.write(f"... {sum(run.counts.values())}/{run.total} done, {inflight} in flight, "
+                             f"{run.arm_requests} ARM requests, {run.throttled_429} throttled\n")  # fmt: skip
+            sys.stderr.flush()
+        await asyncio.sleep(interval_s)
+
+
+async def _finish(fleet: DurableFleet, run: DurableRun, shown: set[str]) -> int:
+    """The summary table (or ONE document) and the exit code, as a local run's
+    (:func:`azrun.cli._session.finish`)."""
+    from azrun.cli._exit import ExitCode
+    from azrun.cli._result import outcome_code, run_document, target_record
+    from azrun.cli._run_view import color_for, render_summary
+    from azrun.models import FleetResult, RunId
+
+    options = current()
+    notes = tuple(n for n in (run.stop, run.error and f"the run failed in the engine: {run.error}") if n)
+    result = FleetResult(RunId(run.run_id), tuple(await fleet.results(run.run_id)), notes=notes)
+    code = ExitCode.INTERNAL if run.status == "error" else outcome_code(result)
+    store = await fleet._store()
+    output = f"{store.container_url}/{run.run_id}/"
+    if options.output is OutputFormat.TABLE and not options.query:
+        print(render_summary(result, color=color_for(sys.stdout)))
+    else:
+        if options.notes:
+            sys.stderr.write(render_summary(result, color=color_for(sys.stderr)) + "\n")
+        if options.output is OutputFormat.JSONL:  # the records went out as targets finished; the rest now
+            for r in result.results:
+                if r.target.resource_id not in shown:
+                    emit(target_record(r, run_id=run.run_id), OutputFormat.JSONL, sys.stdout, query=options.query)
+            return int(code)
+        doc: dict[str, Any] = run_document(result, status=run.status, exit_code=int(code), created=run.created_at,
+                                           output=output)  # fmt: skip
+        doc["engine"] = "durable"
+        emit(doc, options.output, sys.stdout, query=options.query, color=not options.colors_off)
+    note(f"output: {output}  (azrun durable status {run.run_id})")
+    return int(code)
