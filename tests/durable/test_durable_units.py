@@ -90,3 +90,23 @@ def test_budget_is_handed_down_through_every_tick_of_the_subscription() -> None:
     _take_over_budget(env(a, "A"), state)
     # A's own bucket knew only its 150; handed down, it also knows B's 50: the whole history
     assert deletes(a).level() <= 25, deletes(a).level()
+
+
+def test_waves_lay_out_one_shard_per_subscription_per_wave() -> None:
+    from azrun.durable._plan import layout, wave_error_shares
+    from azrun.fleet import WavePlan
+
+    targets = [_target("a", i) for i in range(6)] + [_target("b", i) for i in range(4)]
+    plan = WavePlan.parse("1,50%,100%", max_errors="1")
+    laid = layout("r", targets, plan.assign(targets), limit=10, max_errors=2, cap=750,
+                  wave_budgets=[plan.wave_budget(n) for n in (1, 4, 5)])  # fmt: skip
+    # the same plan arithmetic as a one-process run: wave 1 = 1 target, wave 2 to 5, wave 3 the rest
+    assert [w.size for w in laid.waves] == [1, 4, 5] and [w.budget for w in laid.waves] == [1, 1, 1]
+    assert [(s.wave, s.subscription, s.total) for s in laid.shards] == [(0, "a", 1), (1, "a", 4), (2, "a", 1), (2, "b", 4)]
+    assert [s.shard for s in laid.shards] == [0, 1, 2, 3] and laid.waves[2].shards == [2, 3]
+    assert [len(t) for t in laid.targets] == [1, 4, 1, 4]
+    assert sum(s.window for s in laid.shards if s.wave == 2) <= 10
+    # each wave's shards share what is left of the run's budget and the wave's own, the smaller
+    assert wave_error_shares([1, 4], left=10, wave_budget=None) == [2, 8]
+    assert wave_error_shares([1, 4], left=10, wave_budget=0) == [0, 0]
+    assert wave_error_shares([5], left=None, wave_budget=None) == [1_000_000]
