@@ -141,7 +141,7 @@ def _doc(run: Any) -> dict[str, Any]:
         "runId": run.run_id, "status": run.status, "runtimeStatus": run.runtime_status,
         "created": run.created_at.isoformat() if run.created_at else None, "total": run.total,
         "counts": run.counts, "armRequests": run.arm_requests, "throttled429": run.throttled_429,
-        "shards": list(run.shards), "error": run.error,
+        "shards": list(run.shards), "error": run.error, "stop": run.stop,
     }  # fmt: skip
 
 
@@ -202,7 +202,7 @@ def logs_cmd(run_id: RunArg, scheduler: SchedulerOpt = None, taskhub: TaskHubOpt
     """Finished targets' full output from the blobs, each line prefixed by the machine's name."""
     async def go() -> None:
         async with _fleet(scheduler, taskhub, output_container=output_container, storage_account=storage_account) as f:
-            store = await f._store()
+            store = await f.store()
             for r in sorted(await f.results(run_id), key=lambda r: r.target.sort_key):
                 if target and r.target.name != target:
                     continue

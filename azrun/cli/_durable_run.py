@@ -12,21 +12,24 @@ document) and exit code as a local run. What a durable run cannot honour is refu
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
 from azrun.cli._format import OutputFormat, emit
 from azrun.cli._globals import current
+from azrun.cli._result import target_record
 from azrun.cli._session import note
 from azrun.errors import ConfigError
 
 if TYPE_CHECKING:
+    from azrun.cli._logs_read import LoggedTarget
     from azrun.cli._platform import OsScripts
     from azrun.config import Settings
     from azrun.durable import DurableFleet, DurableRun
     from azrun.fleet import FleetOptions
-    from azrun.models import RunSpec
+    from azrun.models import RunSpec, Target, TargetResult
     from azrun.targets import Selector
 
 __all__ = ["refuse_local_only", "run_durable"]
@@ -51,14 +54,15 @@ def refuse_durable_only(engine: str, **given: object) -> None:
 
 def run_durable(
     selector: Selector, spec: RunSpec, scripts: OsScripts | None, opts: FleetOptions, settings: Settings, *,
-    follow: bool, poll_s: float = 2.0,
+    follow: bool, poll_s: float = 2.0, output_mode: str = "stream",
 ) -> int:
     """Schedule (and with ``follow`` watch) a durable run; the exit code."""
-    return int(asyncio.run(_go(selector, spec, scripts, opts, settings, follow=follow, poll_s=poll_s)))
+    return int(asyncio.run(_go(selector, spec, scripts, opts, settings, follow=follow, poll_s=poll_s,
+                               output_mode=output_mode)))
 
 
 async def _go(selector: Selector, spec: RunSpec, scripts: OsScripts | None, opts: FleetOptions,
-              settings: Settings, *, follow: bool, poll_s: float) -> int:  # fmt: skip
+              settings: Settings, *, follow: bool, poll_s: float, output_mode: str) -> int:  # fmt: skip
     from azrun.cli._platform import split_by_os
     from azrun.durable import DurableFleet, check_durable_options
 
@@ -81,46 +85,71 @@ async def _go(selector: Selector, spec: RunSpec, scripts: OsScripts | None, opts
             note(f"follow it with: azrun durable status {rid}  (or azrun run ... --engine durable --follow)")
             return 0
         note(f"run {rid} scheduled on {fleet.connection.describe()}: {len(selection.targets)} targets")
-        return await follow_run(fleet, rid)
+        return await follow_run(fleet, rid, output_mode=output_mode)
 
 
-async def follow_run(fleet: DurableFleet, rid: str, *, interval_s: float = 1.0) -> int:
-    """Watch a durable run to its end: a line per finished target, progress, the summary; the exit code."""
+async def follow_run(fleet: DurableFleet, rid: str, *, output_mode: str = "stream") -> int:
+    """Watch a durable run to its end: a line per finished target, the targets' output lines as
+    they are written (``--output-mode stream``: the output blobs tailed as ``azrun logs --follow``
+    does), progress now and then, the summary; the exit code."""
+    from azrun.cli._logs_read import FollowState, follow_logs
+    from azrun.cli._print import Labels, StreamPrinter
     from azrun.cli._run_view import LinePrinter
 
     options = current()
+    machine = options.output.machine_readable or bool(options.query)
     printer = LinePrinter(err=sys.stderr, verbose=options.verbose)
+    everyone = await fleet.targets(rid)
     seen: set[str] = set()
-    done: set[str] = set()
-    last_progress = time.monotonic()
-    while True:
-        run = await fleet.status(rid)
+    ended: dict[str, TargetResult] = {}
+    last: list[Any] = [None, time.monotonic()]  # the latest status, when progress was last shown
+
+    async def refresh() -> FollowState:
+        run = last[0] = await fleet.status(rid)
         for result in await fleet.new_results(rid, seen):
-            if result.target.resource_id in done:
+            key = result.target.resource_id.lower()
+            if key in ended:
                 continue  # a retried tick rewrote its file: already shown
-            done.add(result.target.resource_id)
+            ended[key] = result
             if options.notes:
                 printer.on_target(result)
             if options.output is OutputFormat.JSONL:
-                from azrun.cli._result import target_record
-
                 emit(target_record(result, run_id=rid), OutputFormat.JSONL, sys.stdout, query=options.query)
-        if run.done:
-            return await _finish(fleet, run, done)
-        if options.notes and time.monotonic() - last_progress >= PROGRESS_EVERY_S:
-            last_progress = time.monotonic()
+        if options.notes and not run.done and time.monotonic() - last[1] >= PROGRESS_EVERY_S:
+            last[1] = time.monotonic()
             inflight = sum(int(s.get("inflight", 0)) for s in run.shards)
             sys.stderr.write(f"... {sum(run.counts.values())}/{run.total} done, {inflight} in flight, "
                              f"{run.arm_requests} ARM requests, {run.throttled_429} throttled\n")  # fmt: skip
             sys.stderr.flush()
-        await asyncio.sleep(interval_s)
+        return FollowState([_logged(t, ended.get(t.resource_id.lower()), run.done) for t in everyone])
+
+    if output_mode == "stream" and options.notes:
+        sink = StreamPrinter(labels=Labels(everyone), out=sys.stderr if machine else None)
+        await follow_logs(await fleet.store(), rid, refresh, sink, poll_s=1.0, idle_s=math.inf)
+    else:
+        await refresh()
+        while not last[0].done:
+            await asyncio.sleep(1.0)
+            await refresh()
+    run = last[0] if last[0] is not None and last[0].done else await fleet.status(rid)
+    return await _finish(fleet, run, set(ended))
+
+
+def _logged(target: Target, result: TargetResult | None, done: bool) -> LoggedTarget:
+    from azrun.cli._logs_read import LoggedTarget
+
+    if result is None:  # still to run (or, once the run is done, never dispatched: nothing to tail)
+        return LoggedTarget(target, finished=done)
+    out = result.output
+    return LoggedTarget(target, out.stdout_url, out.stderr_url, finished=True, truncated=out.truncated,
+                        stdout_tail=result.stdout_tail, stderr_tail=result.stderr_tail)  # fmt: skip
 
 
 async def _finish(fleet: DurableFleet, run: DurableRun, shown: set[str]) -> int:
     """The summary table (or ONE document) and the exit code, as a local run's
     (:func:`azrun.cli._session.finish`)."""
     from azrun.cli._exit import ExitCode
-    from azrun.cli._result import outcome_code, run_document, target_record
+    from azrun.cli._result import outcome_code, run_document
     from azrun.cli._run_view import color_for, render_summary
     from azrun.models import FleetResult, RunId
 
@@ -128,7 +157,7 @@ async def _finish(fleet: DurableFleet, run: DurableRun, shown: set[str]) -> int:
     notes = tuple(n for n in (run.stop, run.error and f"the run failed in the engine: {run.error}") if n)
     result = FleetResult(RunId(run.run_id), tuple(await fleet.results(run.run_id)), notes=notes)
     code = ExitCode.INTERNAL if run.status == "error" else outcome_code(result)
-    store = await fleet._store()
+    store = await fleet.store()
     output = f"{store.container_url}/{run.run_id}/"
     if options.output is OutputFormat.TABLE and not options.query:
         print(render_summary(result, color=color_for(sys.stdout)))

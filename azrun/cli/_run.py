@@ -294,7 +294,7 @@ def run_cmd(
 
         raise typer.Exit(show_plan(selector, spec, scripts, opts, settings, state_dir))
     if durable:
-        raise typer.Exit(run_durable(selector, spec, scripts, opts, settings, follow=follow))
+        raise typer.Exit(run_durable(selector, spec, scripts, opts, settings, follow=follow, output_mode=output_mode))
     display = display_for(output_mode)
 
     async def start(fleet: Fleet) -> RunHandle:

@@ -120,6 +120,10 @@ class DurableFleet:
             self._client = self.connection.client(self.fleet.factory)
         return self._client
 
+    async def store(self) -> OutputStore:
+        """The output container the run's documents and output blobs are in."""
+        return await self._store()
+
     async def _store(self) -> OutputStore:
         await self.fleet.aopen()
         if self.fleet.output is None:
@@ -292,6 +296,16 @@ class DurableFleet:
             shard = int(name[len(prefix):].split("/", 1)[0])
             targets = await self._shard_targets(store, run_id, shard)
             out += [result_from_doc(row, targets[int(row["i"])]) for row in read_jsonl(await store.read_name(name))]
+        return out
+
+    async def targets(self, run_id: str) -> list[Target]:
+        """Every target the run dispatches (skipped machines aside), shard by shard."""
+        store = await self._store()
+        plan = json.loads(await store.read_name(plan_name(run_id)))
+        out: list[Target] = []
+        for wave in plan.get("waves", ()):
+            for shard in wave["shards"]:
+                out += await self._shard_targets(store, run_id, int(shard))
         return out
 
     async def _shard_targets(self, store: OutputStore, run_id: str, shard: int) -> list[Target]:

@@ -34,8 +34,11 @@ def test_durable_cli_end_to_end(sim_factory: Any, tmp_path: Path) -> None:
         run = _azrun(env, "durable", "run", "--tag", "env=fleet", "--all-subscriptions", "-c", "echo hi-$(hostname)",
                      "--max-concurrency", "100%", "--poll", "0.3", "--follow")  # fmt: skip
         assert run.returncode == 0, run.stdout + run.stderr
-        first = run.stdout.splitlines()[0]  # the summary, as a local run prints it: "run RID: 4 targets  Succeeded: 4"
+        # the targets' output lines live (the blobs tailed), then the summary as a local run prints it
+        first = next(line for line in run.stdout.splitlines() if line.startswith("run "))
         rid = first.split()[1].rstrip(":")
+        assert "hi-vm-0001" in run.stdout and "hi-vm-0002" in run.stdout
+        assert run.stdout.index("hi-vm-0002") < run.stdout.index(first)
         assert "4 targets" in first and "Succeeded: 4" in first, run.stdout
         assert run.stderr.count(" Succeeded") == 4 and "vm-0002" in run.stderr  # a line per finished target
         status = _azrun(env, "durable", "status", rid, "-o", "json")
