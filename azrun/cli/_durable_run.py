@@ -82,7 +82,7 @@ async def _go(selector: Selector, spec: RunSpec, scripts: OsScripts | None, opts
                      options.output, sys.stdout, query=options.query)  # fmt: skip
             else:
                 print(rid)
-            note(f"follow it with: azrun durable status {rid}  (or azrun run ... --engine durable --follow)")
+            note(f"watch it with: azrun durable status {rid}; output: azrun durable logs {rid}")
             return 0
         note(f"run {rid} scheduled on {fleet.connection.describe()}: {len(selection.targets)} targets")
         return await follow_run(fleet, rid, output_mode=output_mode)
