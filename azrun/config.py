@@ -48,10 +48,12 @@ if TYPE_CHECKING:
     from azrun.clients import ClientFactory
 
 __all__ = [
+    "DEFAULT_ENGINE",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_MAX_ERRORS",
     "DEFAULT_START_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
+    "ENGINES",
     "KEYS",
     "MAX_TIMEOUT_S",
     "SETTINGS",
@@ -75,6 +77,10 @@ DEFAULT_TIMEOUT_S = 3600
 #: before azrun gives up on it: a VM's first run command installs the handler, which takes minutes.
 DEFAULT_START_TIMEOUT_S = 900
 DEFAULT_AUTH = "auto"
+#: Which engine ``azrun run`` uses: ``local`` (this process, a local ledger) or ``durable``
+#: (scheduled on the Durable Task engine, served by ``azrun worker`` processes).
+ENGINES = ("local", "durable")
+DEFAULT_ENGINE = "local"
 #: The output blobs' SAS and a user delegation key live at most 7 days; a run's SAS must cover
 #: its timeout + the watchdog grace (10 %) + a 1 h margin, so 6 days is the longest honest timeout.
 SAS_MAX_LIFETIME_S = 7 * 24 * 3600
@@ -225,6 +231,7 @@ SETTINGS: tuple[SettingKey, ...] = (
     # (https://...) or a local scheduler's host:port, and the task hub
     SettingKey("durable_endpoint", ("AZRUN_DURABLE_ENDPOINT",), None),
     SettingKey("durable_taskhub", ("AZRUN_DURABLE_TASKHUB",), "default"),
+    SettingKey("engine", ("AZRUN_ENGINE",), DEFAULT_ENGINE, _choice(*ENGINES)),
 )  # fmt: skip
 _BY_NAME = {key.name: key for key in SETTINGS}
 #: key -> (its main environment variable, default): what ``azrun config show`` lists.
@@ -442,6 +449,10 @@ class Settings:
     def max_errors(self) -> str:
         value = self.get("max_errors")
         return DEFAULT_MAX_ERRORS if value is None else str(value)
+
+    def engine(self) -> str:
+        """``local`` or ``durable`` (``--engine``, ``AZRUN_ENGINE``, ``engine`` in the config file)."""
+        return str(self.get("engine") or DEFAULT_ENGINE)
 
     def client_factory(self) -> ClientFactory:
         """A :class:`~azrun.clients.ClientFactory` for this environment, identity and auth mode."""

@@ -155,6 +155,7 @@ _LAYERS: dict[str, tuple[Any, str, Any, Any]] = {
     "throttle": ("off", "on", "off", "off"),
     "durable_endpoint": ("https://f.durabletask.io", "127.0.0.1:4001", "127.0.0.1:4002", "127.0.0.1:4002"),
     "durable_taskhub": ("hub-file", "hub-env", "hub-flag", "hub-flag"),
+    "engine": ("durable", "local", "DURABLE", "durable"),
 }
 
 

@@ -187,3 +187,21 @@ def test_a_bucket_pruned_while_a_request_looked_it_up_is_replaced() -> None:
     sent = throttle.begin(rc)
     assert not any(b.retired for b in sent.buckets) and len(sent.buckets) == 3
     assert names(throttle)["compute/rg-web/virtualmachines/vm-001/update-vm"].level == 11  # the new one paid
+
+
+def test_subscription_levels_hand_over_to_another_process() -> None:
+    """What a durable worker hands down with a shard: the subscription's own buckets (ARM per kind,
+    Compute per group, never per VM), and the next process's buckets lowered to them + refill."""
+    clock = FakeClock()
+    mine, theirs = Throttle(clock=clock), Throttle(clock=clock)
+    for b in mine.buckets_for(classify("PUT", RUN_PUT)):
+        b.reserve(min(50, b.capacity))
+    levels = mine.subscription_levels(SUB.upper())
+    assert set(levels) == {"arm/writes", "sub/update-vm"}
+    assert levels["arm/writes"] == 150 and levels["sub/update-vm"] == 1450
+    theirs.lower_subscription(SUB, levels, elapsed_s=1.0)
+    got = {b.name: b.level() for b in theirs.buckets_for(classify("PUT", RUN_PUT))}
+    assert got[f"arm/{SUB}/writes"] == pytest.approx(150 + 10)  # + 1 s of refill (10/s)
+    assert got[f"compute/{SUB}/update-vm"] == pytest.approx(1450 + 500 / 60)
+    theirs.lower_subscription(SUB, {"arm/writes": 1000.0}, elapsed_s=0.0)  # never raised
+    assert theirs.buckets_for(classify("PUT", RUN_PUT))[0].level() == pytest.approx(160)

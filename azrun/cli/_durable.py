@@ -107,46 +107,22 @@ def run_cmd(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Watch the run until it ends.")] = False,
     poll: Annotated[float, typer.Option("--poll", metavar="SECONDS", help="Completion polling interval.")] = 2.0,
 ) -> None:
-    """Schedule a run on the durable engine and print its id (workers run it; --follow watches)."""
+    """Schedule a run on the durable engine and print its id (an alias of `azrun run --engine durable`)."""
+    from azrun.cli._durable_run import run_durable
     from azrun.cli._options import selector_from_options
-    from azrun.cli._run_inputs import load_settings, run_timeout_s, script_source
+    from azrun.cli._run_inputs import fleet_options, load_settings, run_timeout_s, script_source
     from azrun.models import RunSpec
 
-    settings = load_settings(output_container=output_container, storage_account=storage_account)
+    settings = load_settings(output_container=output_container, storage_account=storage_account,
+                             durable_endpoint=scheduler, durable_taskhub=taskhub)  # fmt: skip
     source, _ = script_source(script, command, script_uri, command_id, required=True)
     params = tuple(tuple(p.split("=", 1)) for p in param or () if "=" in p)
     spec = RunSpec(**source, parameters=params, timeout_s=run_timeout_s(timeout, None, settings))  # type: ignore[arg-type]
     selector = selector_from_options(tag=tag, exclude_tag=exclude_tag, subscription=subscription,
                                      all_subscriptions=all_subscriptions, resource_group=resource_group,
                                      name=name, select_all=select_all)  # fmt: skip
-
-    async def go() -> int:
-        async with _fleet(scheduler, taskhub, output_container=output_container, storage_account=storage_account) as fleet:
-            rid = await fleet.schedule(selector, spec, max_concurrency=max_concurrency, max_errors=max_errors,
-                                       keep=keep, poll_s=max(0.2, poll))  # fmt: skip
-            if current().output.machine_readable and not follow:
-                emit({"runId": rid}, current().output, sys.stdout)
-            else:
-                print(rid)
-            if not follow:
-                return 0
-            return await _follow(fleet, rid)
-
-    raise typer.Exit(asyncio.run(go()))
-
-
-async def _follow(fleet: Any, rid: str) -> int:
-    last = ""
-    while True:
-        run = await fleet.status(rid)
-        line = _line(run)
-        if line != last:
-            sys.stderr.write(line + "\n")
-            last = line
-        if run.done:
-            print(f"run {rid} {run.status}")
-            return _code(run)
-        await asyncio.sleep(1.0)
+    opts = fleet_options(settings, max_concurrency, max_errors, 0, keep, None)
+    raise typer.Exit(run_durable(selector, spec, None, opts, settings, follow=follow, poll_s=poll))
 
 
 def _line(run: Any) -> str:
@@ -165,7 +141,7 @@ def _doc(run: Any) -> dict[str, Any]:
         "runId": run.run_id, "status": run.status, "runtimeStatus": run.runtime_status,
         "created": run.created_at.isoformat() if run.created_at else None, "total": run.total,
         "counts": run.counts, "armRequests": run.arm_requests, "throttled429": run.throttled_429,
-        "shards": list(run.shards), "error": run.error,
+        "shards": list(run.shards), "error": run.error, "stop": run.stop,
     }  # fmt: skip
 
 
@@ -226,7 +202,7 @@ def logs_cmd(run_id: RunArg, scheduler: SchedulerOpt = None, taskhub: TaskHubOpt
     """Finished targets' full output from the blobs, each line prefixed by the machine's name."""
     async def go() -> None:
         async with _fleet(scheduler, taskhub, output_container=output_container, storage_account=storage_account) as f:
-            store = await f._store()
+            store = await f.store()
             for r in sorted(await f.results(run_id), key=lambda r: r.target.sort_key):
                 if target and r.target.name != target:
                     continue

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from azrun.cli._durable_run import refuse_durable_only, refuse_local_only, run_durable
 from azrun.cli._globals import current, with_global_options
 from azrun.cli._options import (
     AllOpt,
@@ -56,7 +57,9 @@ from azrun.cli._run_options import (
     ConcurrencyOpt,
     ContainerOpt,
     DryRunOpt,
+    EngineOpt,
     ErrorsOpt,
+    FollowOpt,
     GraceOpt,
     KeepOpt,
     OutputModeOpt,
@@ -84,6 +87,7 @@ from azrun.cli._run_options import (
 )
 from azrun.cli._runids import RunIdArg, resolve_run_id
 from azrun.cli._session import note, session
+from azrun.cli._worker import SchedulerOpt, TaskHubOpt
 from azrun.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -252,6 +256,10 @@ def run_cmd(
     blob_identity: BlobIdentityOpt = None,
     state_dir: StateDirOpt = None,
     report: ReportOpt = None,
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
+    taskhub: TaskHubOpt = None,
+    follow: FollowOpt = False,
 ) -> None:
     """Run a script on every selected machine, with concurrency and error budgets."""
     from azrun.cli._options import selector_from_options
@@ -263,7 +271,12 @@ def run_cmd(
         resource_group=resource_group, name=name, os=os_, include_stopped=include_stopped, select_all=select_all,
     )  # fmt: skip
     settings = load_settings(output_container=output_container, storage_account=storage_account,
-                             blob_identity=blob_identity, state_dir=str(state_dir) if state_dir else None)
+                             blob_identity=blob_identity, state_dir=str(state_dir) if state_dir else None,
+                             engine=engine, durable_endpoint=scheduler, durable_taskhub=taskhub)  # fmt: skip
+    durable = settings.engine() == "durable"
+    refuse_durable_only(settings.engine(), follow=follow, scheduler=scheduler, taskhub=taskhub)
+    if durable:
+        refuse_local_only(state_dir=state_dir, report=report)
     spec, record, scripts = build_run(
         script=script, script_linux=script_linux, script_windows=script_windows, command=command,
         script_uri=script_uri, script_uri_identity=script_uri_identity, command_id=command_id, param=param,
@@ -280,6 +293,8 @@ def run_cmd(
         from azrun.cli._plan import show_plan
 
         raise typer.Exit(show_plan(selector, spec, scripts, opts, settings, state_dir))
+    if durable:
+        raise typer.Exit(run_durable(selector, spec, scripts, opts, settings, follow=follow, output_mode=output_mode))
     display = display_for(output_mode)
 
     async def start(fleet: Fleet) -> RunHandle:

@@ -115,6 +115,15 @@ StateDirOpt = Annotated[Path | None, typer.Option(
     help="Where the ledger lives (AZRUN_STATE_DIR; default $XDG_STATE_HOME/azrun).")]
 
 
+ENGINE = "Engine"
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", metavar="local|durable", rich_help_panel=ENGINE,
+    help="local: this process runs it (a local ledger). durable: schedule it on the Durable Task engine, "
+    "run by `azrun worker` processes; prints the run id (AZRUN_ENGINE, default local).")]
+FollowOpt = Annotated[bool, typer.Option(
+    "--follow", "--wait", rich_help_panel=ENGINE,
+    help="With --engine durable: follow the run live to its end (finished lines, summary, exit code).")]
+
 def rollout_options(
     opts: Any, *, waves: str | None, soak: str | None, wave_max_errors: str | None, retries: int,
     retry_failed_scripts: bool, start_timeout: str | None,

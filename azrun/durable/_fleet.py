@@ -17,9 +17,9 @@ any machine that reaches both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +38,7 @@ from azrun.durable._docs import (
     targets_name,
 )
 from azrun.durable._orchestrations import CANCEL, RUN, TICKS_PER_EXECUTION
+from azrun.durable._plan import layout, plan_shards
 from azrun.durable._state import ShardState, shard_instance_id
 from azrun.errors import AzrunError, ConfigError, NoTargetsMatched
 from azrun.models import RunId, RunSpec, SkippedTarget, Target, TargetResult, TargetState
@@ -45,11 +46,11 @@ from azrun.models import RunId, RunSpec, SkippedTarget, Target, TargetResult, Ta
 if TYPE_CHECKING:
     from azrun.config import Settings
     from azrun.durable._connect import SchedulerConnection
-    from azrun.fleet import Fleet
+    from azrun.fleet import Fleet, FleetOptions
     from azrun.output import OutputStore
     from azrun.targets import Selection, Selector
 
-__all__ = ["DurableFleet", "DurableRun", "UnknownDurableRun"]
+__all__ = ["DurableFleet", "DurableRun", "UnknownDurableRun", "check_durable_options", "plan_shards"]
 
 
 class UnknownDurableRun(AzrunError):
@@ -70,6 +71,7 @@ class DurableRun:
     arm_requests: int = 0
     throttled_429: int = 0
     error: str | None = None
+    stop: str | None = None  # why the rollout stopped early (a wave's budget, the canary, max-errors)
 
     @property
     def done(self) -> bool:
@@ -83,6 +85,7 @@ class DurableFleet:
         self.fleet = fleet
         self.connection = connection
         self._client: Any = None
+        self._targets_cache: dict[tuple[str, int], list[Target]] = {}
 
     @classmethod
     def from_env(cls, settings: Settings | None = None, *, endpoint: str | None = None,
@@ -117,6 +120,10 @@ class DurableFleet:
             self._client = self.connection.client(self.fleet.factory)
         return self._client
 
+    async def store(self) -> OutputStore:
+        """The output container the run's documents and output blobs are in."""
+        return await self._store()
+
     async def _store(self) -> OutputStore:
         await self.fleet.aopen()
         if self.fleet.output is None:
@@ -130,6 +137,7 @@ class DurableFleet:
         targets: Selector | Selection | Sequence[Target],
         spec: RunSpec | str,
         *,
+        options: FleetOptions | None = None,
         max_concurrency: str | int | None = None,
         max_errors: str | int | None = None,
         keep: bool = False,
@@ -138,7 +146,12 @@ class DurableFleet:
         run_id: str | None = None,
         ticks_per_execution: int = TICKS_PER_EXECUTION,
     ) -> RunId:
-        """Write the run's plan to the output container and start its orchestration; returns at once."""
+        """Write the run's plan to the output container and start its orchestration; returns at once.
+
+        ``options`` (a :class:`~azrun.fleet.FleetOptions`, as for :meth:`azrun.Fleet.run`) wins
+        over ``max_concurrency`` / ``max_errors`` / ``keep``; what the durable engine cannot honour
+        (retries, a start timeout) is refused (:func:`check_durable_options`). Waves, canary, soak
+        and wave max-errors run as on one process."""
         from azrun.fleet import FleetOptions
         from azrun.runcommand import check_request_size, new_run_id, run_command_name
 
@@ -148,33 +161,40 @@ class DurableFleet:
             raise ConfigError("durable runs do not carry secrets (protected parameters, --run-as password) yet",
                               hint="run with the one-process engine, or fetch the secret on the VM (Key Vault)")
         check_request_size(spec)
-        opts = FleetOptions.make(
+        opts = options or FleetOptions.make(
             max_concurrency=self.fleet.defaults.max_concurrency if max_concurrency is None else max_concurrency,
             max_errors=self.fleet.defaults.max_errors if max_errors is None else max_errors, keep=keep)
+        check_durable_options(opts)
         chosen, skipped = await self._targets(targets)
         store = await self._store()
         rid = RunId(run_id or new_run_id())
-        shards = plan_shards(rid, chosen, opts.max_concurrency.concurrency(len(chosen)),
-                             opts.max_errors.errors(len(chosen)), self._budget_cap())  # fmt: skip
-        by_sub: dict[str, list[Target]] = defaultdict(list)
-        for t in sorted(chosen, key=lambda t: t.sort_key):
-            by_sub[t.subscription_id.lower()].append(t)
+        waves = opts.plan()
+        n = len(chosen)
+        run_errors = opts.max_errors.errors(n)
+        laid = layout(
+            rid, chosen, waves.assign(chosen) if waves else None, limit=opts.max_concurrency.concurrency(n),
+            max_errors=run_errors, cap=self._budget_cap(), labels=waves.labels(chosen) if waves else (),
+            wave_budgets=[waves.wave_budget(k) for k in _wave_sizes(waves.assign(chosen))] if waves else (),
+        )  # fmt: skip
         plan = {
             "run_id": rid, "spec": spec_to_doc(spec), "run_command_name": run_command_name(rid),
-            "grace_s": opts.grace_s(spec.timeout_s), "created": time.time(), "total": len(chosen),
+            "grace_s": opts.grace_s(spec.timeout_s), "created": time.time(), "total": n,
             "options": opts.to_dict(), "public_spec": spec.public_dict(),
             "skipped": [{"target": target_to_doc(s.target), "reason": s.reason} for s in skipped],
+            "waves": [w.to_dict() for w in laid.waves],
         }  # fmt: skip
-        for i, sub in enumerate(sorted(by_sub)):
-            await store.write_document(targets_name(rid, i), jsonl(target_to_doc(t) for t in by_sub[sub]))
+        for s, members in zip(laid.shards, laid.targets, strict=True):
+            await store.write_document(targets_name(rid, s.shard), jsonl(target_to_doc(t) for t in members))
         await store.write_document(plan_name(rid), json.dumps(plan).encode())
         states = []
-        for s in shards:
-            s.container, s.blob_identity, s.keep = store.container_url, _blob_identity(store), keep
+        for s in laid.shards:
+            s.container, s.blob_identity, s.keep = store.container_url, _blob_identity(store), opts.keep
             s.tick_s, s.poll_s, s.ticks_per_execution = tick_s, poll_s, ticks_per_execution
             states.append(s.to_dict())
-        await asyncio.to_thread(self.client.schedule_new_orchestration, RUN,
-                                input={"run_id": rid, "shards": states}, instance_id=rid)  # fmt: skip
+        root = {"run_id": rid, "shards": states, "waves": [w.to_dict() for w in laid.waves],
+                "soak_s": waves.soak_s if waves else 0.0, "canary": bool(waves and waves.canary),
+                "max_errors": run_errors}  # fmt: skip
+        await asyncio.to_thread(self.client.schedule_new_orchestration, RUN, input=root, instance_id=rid)
         return rid
 
     async def _targets(self, what: Selector | Selection | Sequence[Target]) -> tuple[list[Target], list[SkippedTarget]]:
@@ -212,7 +232,7 @@ class DurableFleet:
         created = root.created_at
         if root.serialized_output and runtime == "COMPLETED":
             out = json.loads(root.serialized_output)
-            return _run(run_id, runtime, out["status"], created, tuple(out.get("shards", ())))
+            return _run(run_id, runtime, out["status"], created, tuple(out.get("shards", ())), stop=out.get("stop"))
         shard_states = [ShardState.from_dict(s) for s in json.loads(root.serialized_input or "{}").get("shards", [])]
         shards = []
         for s in shard_states:
@@ -239,6 +259,8 @@ class DurableFleet:
         root = await asyncio.to_thread(self.client.get_orchestration_state, run_id)
         if root is None:
             raise UnknownDurableRun(f"no durable run {run_id}", hint="list them with `azrun durable runs`")
+        with contextlib.suppress(Exception):  # the root cuts a soak short and starts no more waves
+            await asyncio.to_thread(self.client.raise_orchestration_event, run_id, CANCEL)
         for s in json.loads(root.serialized_input or "{}").get("shards", []):
             try:
                 await asyncio.to_thread(self.client.raise_orchestration_event, shard_instance_id(run_id, s["shard"]), CANCEL)
@@ -255,19 +277,61 @@ class DurableFleet:
 
     async def results(self, run_id: str) -> list[TargetResult]:
         """Every finished (or skipped) target's result, from the run's result blobs."""
+        return await self.new_results(run_id, set(), skipped=True)
+
+    async def new_results(self, run_id: str, seen: set[str], *, skipped: bool = False) -> list[TargetResult]:
+        """The results in result blobs not in ``seen`` (their names are added to it): what
+        finished since the last call (``--follow``). ``skipped``: also the machines the plan skipped."""
+        store = await self._store()
+        out: list[TargetResult] = []
+        if skipped:
+            plan = json.loads(await store.read_name(plan_name(run_id)))
+            out += [TargetResult(target_from_doc(s["target"]), TargetState.SKIPPED, message=s["reason"])
+                    for s in plan.get("skipped", ())]  # fmt: skip
+        prefix = results_prefix(run_id)
+        for name in await store.list_names(prefix):
+            if name in seen:
+                continue
+            seen.add(name)
+            shard = int(name[len(prefix):].split("/", 1)[0])
+            targets = await self._shard_targets(store, run_id, shard)
+            out += [result_from_doc(row, targets[int(row["i"])]) for row in read_jsonl(await store.read_name(name))]
+        return out
+
+    async def targets(self, run_id: str) -> list[Target]:
+        """Every target the run dispatches (skipped machines aside), shard by shard."""
         store = await self._store()
         plan = json.loads(await store.read_name(plan_name(run_id)))
-        out = [TargetResult(target_from_doc(s["target"]), TargetState.SKIPPED, message=s["reason"])
-               for s in plan.get("skipped", ())]  # fmt: skip
-        targets: dict[int, list[Target]] = {}
-        for name in await store.list_names(results_prefix(run_id)):
-            shard = int(name[len(results_prefix(run_id)):].split("/", 1)[0])
-            if shard not in targets:
-                docs = read_jsonl(await store.read_name(targets_name(run_id, shard)))
-                targets[shard] = [target_from_doc(d) for d in docs]
-            for row in read_jsonl(await store.read_name(name)):
-                out.append(result_from_doc(row, targets[shard][int(row["i"])]))
+        out: list[Target] = []
+        for wave in plan.get("waves", ()):
+            for shard in wave["shards"]:
+                out += await self._shard_targets(store, run_id, int(shard))
         return out
+
+    async def _shard_targets(self, store: OutputStore, run_id: str, shard: int) -> list[Target]:
+        key = (run_id, shard)
+        if key not in self._targets_cache:
+            docs = read_jsonl(await store.read_name(targets_name(run_id, shard)))
+            self._targets_cache[key] = [target_from_doc(d) for d in docs]
+        return self._targets_cache[key]
+
+
+def check_durable_options(opts: FleetOptions) -> None:
+    """Refuse what a durable run cannot honour (one line + a fix), rather than ignore it."""
+    from azrun.config import DEFAULT_START_TIMEOUT_S
+
+    hint = "drop the option, or run with --engine local"
+    if opts.retries:
+        raise ConfigError("durable runs do not retry targets (--retries) yet", hint=hint)
+    if opts.start_timeout_s != DEFAULT_START_TIMEOUT_S:
+        raise ConfigError("durable runs do not take --start-timeout (their watchdog is timeout + grace)", hint=hint)
+
+
+def _wave_sizes(assigned: Sequence[int]) -> list[int]:
+    sizes = [0] * (max(assigned, default=-1) + 1)
+    for w in assigned:
+        sizes[w] += 1
+    return sizes
 
 
 def _blob_identity(store: OutputStore) -> str | None:
@@ -278,7 +342,7 @@ def _blob_identity(store: OutputStore) -> str | None:
 
 
 def _run(run_id: str, runtime: str, status: str, created: datetime | None, shards: tuple[dict[str, Any], ...],
-         *, error: str | None = None) -> DurableRun:  # fmt: skip
+         *, error: str | None = None, stop: str | None = None) -> DurableRun:  # fmt: skip
     counts: dict[str, int] = {}
     for s in shards:
         for k, v in s.get("counts", {}).items():
@@ -286,20 +350,5 @@ def _run(run_id: str, runtime: str, status: str, created: datetime | None, shard
     return DurableRun(
         run_id, runtime, status, created, counts, sum(int(s.get("total", 0)) for s in shards), shards,
         sum(int(s.get("requests", 0)) for s in shards), sum(int(s.get("throttled", 0)) for s in shards), error,
+        stop,
     )  # fmt: skip
-
-
-def plan_shards(run_id: str, targets: Sequence[Target], limit: int, max_errors: int, cap: int) -> list[ShardState]:
-    """One shard per subscription: the run's concurrency and error budgets split in proportion
-    to each shard's targets (at least 1 in flight each), the window capped by the budget."""
-    sizes: dict[str, int] = defaultdict(int)
-    for t in targets:
-        sizes[t.subscription_id.lower()] += 1
-    n = max(1, len(targets))
-    out = []
-    for i, sub in enumerate(sorted(sizes)):
-        k = sizes[sub]
-        window = min(cap, max(1, (limit * k) // n), k)
-        out.append(ShardState(run_id=run_id, shard=i, subscription=sub, total=k, container="",
-                              window=window, max_errors=(max_errors * k) // n))  # fmt: skip
-    return out

@@ -37,18 +37,22 @@ class ShardState:
     throttled: int = 0
     tick: int = 0
     stop_reason: str | None = None
-    # the budget handed down to the next tick: ARM requests the last tick sent, when it ended, where
+    # the subscription's budget handed down to the next tick (see azrun.durable._budget):
+    # bucket name -> tokens left when the last tick ended, at ``budget_at`` (epoch s), on ``last_worker``
     last_worker: str = ""
-    spent: dict[str, int] = field(default_factory=dict)
-    spent_at: float = 0.0
+    budget: dict[str, float] = field(default_factory=dict)
+    budget_at: float = 0.0
     cancel: bool = False
     detach: bool = False
+    wave: int = 0  # the rollout wave this shard belongs to (0 without --waves)
+    first_bad: str = ""  # the first target that did not succeed ("name: state"), for the canary's message
 
     @property
     def finished(self) -> bool:
-        """Nothing left to dispatch, nothing in flight, nothing to clean up."""
-        stopped = self.stop_reason is not None or self.cancel or self.detach
-        return (stopped or self.cursor >= self.total) and not self.inflight and not self.to_delete
+        """Every target recorded (dispatched and ended, or skipped), nothing in flight, nothing to
+        clean up. A stopped, canceled or detached shard records its undispatched targets as
+        Skipped in its next tick (so a shard started stopped still runs one tick)."""
+        return self.cursor >= self.total and not self.inflight and not self.to_delete
 
     @property
     def instance_id(self) -> str:
@@ -68,6 +72,7 @@ class ShardState:
             "shard": self.shard, "subscription": self.subscription, "total": self.total, "cursor": self.cursor,
             "inflight": len(self.inflight), "counts": dict(self.counts), "errors": self.errors,
             "requests": self.requests, "throttled": self.throttled, "tick": self.tick, "stop": self.stop_reason,
+            "wave": self.wave, "first_bad": self.first_bad, "budget": dict(self.budget), "budget_at": self.budget_at,
         }  # fmt: skip
 
 

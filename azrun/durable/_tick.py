@@ -84,11 +84,6 @@ class _Tick:
     rows: list[dict[str, Any]] = field(default_factory=list)
     report: TickReport = field(default_factory=TickReport)
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_PARALLEL))
-    spent: dict[str, int] = field(default_factory=lambda: {"reads": 0, "writes": 0, "deletes": 0})
-
-    def spend(self, kind: str) -> None:
-        self.spent[kind] += 1
-
     def work(self, index: int) -> Work:
         return Work(target=self.targets[index], seq=index, run_command_name=self.plan.run_command_name)
 
@@ -103,6 +98,8 @@ class _Tick:
         st.counts[work.state.value] = st.counts.get(work.state.value, 0) + 1
         if work.state.counts_as_error:
             st.errors += 1
+        if work.state is not TargetState.SUCCEEDED and not st.first_bad:
+            st.first_bad = f"{work.target.name}: {work.state.value}"
         self.account(work)
         self.rows.append(result_to_doc(index, work.result()))
         self.report.finished += 1
@@ -127,12 +124,14 @@ async def _run(env: TickEnv, state: ShardState, store: OutputStore, began: float
                  await env.targets(store, state.run_id, state.shard))  # fmt: skip
     tick.report.worker = env.name
     _LOG.debug("%s tick %d on %s (previous on %s)", state.instance_id, state.tick, env.name, state.last_worker or "-")
-    await _take_over_budget(env, state)
+    _take_over_budget(env, state)
     await _delete_finished(tick)
     if not state.cancel and await store.blob_created(cancel_name(state.run_id)) is not None:
         state.cancel = True
     if state.cancel:
         await _cancel(tick)
+    elif state.stop_reason is not None and state.cursor < state.total:
+        _skip_rest(tick, state.stop_reason)  # started stopped (a later wave of a stopped rollout)
     else:
         if state.detach and state.stop_reason is None:
             # a durable run has no driver to detach from: stop dispatching, let in-flight targets end
@@ -142,7 +141,8 @@ async def _run(env: TickEnv, state: ShardState, store: OutputStore, began: float
     if tick.rows:
         await store.write_document(tick_name(state.run_id, state.shard, state.tick), jsonl(tick.rows))
     state.tick += 1
-    state.last_worker, state.spent, state.spent_at = env.name, tick.spent, env.now()
+    state.last_worker = env.name
+    _hand_down_budget(env, state)
     tick.report.seconds = round(time.monotonic() - began, 3)
     return {"state": state.to_dict(), "report": tick.report.__dict__}
 
@@ -180,7 +180,6 @@ async def _dispatch(tick: _Tick, index: int) -> None:
     work = tick.work(index)
     plan, target = tick.plan, work.target
     async with tick.slots:
-        tick.spend("reads")
         try:
             view = await tick.env.client.get(target, work.run_command_name, counter=work.count)
         except Exception as exc:
@@ -208,7 +207,6 @@ async def _send(tick: _Tick, work: Work, plan: Plan) -> RunCommandView:
     blobs = await tick.store.prepare(plan.run_id, work.target, expiry_s=expiry)
     body = build_run_command(plan.spec.for_os(work.target.os), location=work.target.location,
                              run_id=plan.run_id, blobs=blobs)  # fmt: skip
-    tick.spend("writes")
     return await deliver(tick.env.client, work, body, tick.env.options)
 
 
@@ -224,7 +222,6 @@ async def _poll_one(tick: _Tick, index: int, sent: float) -> bool:
     work.put_sent = True
     timeout = tick.plan.spec.timeout_s
     async with tick.slots:
-        tick.spend("reads")
         try:
             view = await tick.env.client.get(work.target, work.run_command_name, counter=work.count)
         except Exception as exc:
@@ -265,7 +262,6 @@ async def _delete(tick: _Tick, work: Work) -> bool:
     """DELETE (kills a running script); True once the run command is gone."""
     for _attempt in range(3):
         try:
-            tick.spend("deletes")
             async with tick.slots:
                 await tick.env.client.delete(work.target, work.run_command_name, counter=work.count)
             return True
@@ -310,26 +306,22 @@ async def _cancel(tick: _Tick) -> None:
     _skip_rest(tick, "run canceled")
 
 
-async def _take_over_budget(env: TickEnv, state: ShardState) -> None:
-    """Budgets passed down: when the shard's last tick ran on another worker, this worker's ARM
-    buckets of the subscription are lowered by what that tick spent and has not refilled yet,
-    so a cold bucket does not believe the subscription's budget is full (one shard = one
-    subscription, and one tick at a time: the spend of the previous tick is all there is)."""
+def _take_over_budget(env: TickEnv, state: ShardState) -> None:
+    """The budget handed down (see docs/architecture.md, "Throttle across workers"): this
+    worker's buckets of the subscription start no fuller than the previous tick's ended, plus
+    their refill since. One tick of a subscription at a time, so by induction every tick starts
+    from the subscription's whole history of spending, wherever it ran (not only the last tick's)."""
     throttle = env.throttle
-    if throttle is None or not getattr(throttle, "enabled", False) or state.last_worker in ("", env.name):
+    if throttle is None or not getattr(throttle, "enabled", False) or not state.budget:
         return
-    from azrun.throttle import RequestClass
+    throttle.lower_subscription(state.subscription, state.budget, env.now() - state.budget_at)
 
-    elapsed = max(0.0, env.now() - state.spent_at)
-    limits = throttle.limits
-    for kind, key, limit in (("read", "reads", limits.arm_reads), ("write", "writes", limits.arm_writes),
-                             ("delete", "deletes", limits.arm_deletes)):  # fmt: skip
-        owed = min(limit.burst, state.spent.get(key, 0) - elapsed * limit.per_s)
-        if owed <= 0:
-            continue
-        rc = RequestClass(kind=kind, subscription=state.subscription.lower())  # type: ignore[arg-type]
-        arm = throttle.buckets_for(rc)[0]  # the subscription's ARM bucket of this kind
-        arm.reconcile(max(0.0, limit.burst - owed))  # as if ARM's header had said so
+
+def _hand_down_budget(env: TickEnv, state: ShardState) -> None:
+    throttle = env.throttle
+    if throttle is None or not getattr(throttle, "enabled", False):
+        return
+    state.budget, state.budget_at = throttle.subscription_levels(state.subscription), env.now()
 
 
 def _skip_rest(tick: _Tick, reason: str) -> None:

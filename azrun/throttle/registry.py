@@ -256,6 +256,32 @@ class Throttle:
             waited += await aacquire_all(fresh, track=True)
         return InFlight(rc, buckets, self._clock(), waited)
 
+    def subscription_levels(self, subscription: str) -> dict[str, float]:
+        """Tokens left in each of a subscription's own buckets (ARM per kind, Compute per
+        operation group), by name: what a worker hands down with a shard (``azrun.durable``)."""
+        sub = subscription.lower()
+        with self._lock:
+            mine = [(k, b) for k, b in self._buckets.items() if k[0] in ("arm", "sub") and k[1] == sub and not b.retired]
+        return {f"{kind}/{what}": round(b.level(), 3) for (kind, _, what), b in mine}
+
+    def lower_subscription(self, subscription: str, levels: Mapping[str, float], elapsed_s: float) -> None:
+        """Lower this process's buckets of ``subscription`` to what another process's were left at
+        (:meth:`subscription_levels`) ``elapsed_s`` ago, plus their refill since (never raised)."""
+        sub = subscription.lower()
+        for name, level in levels.items():
+            kind, _, what = name.partition("/")
+            field = "arm_" + what if kind == "arm" else SUB_FIELD.get(what)
+            limit = getattr(self.limits, field, None) if field else None
+            if kind not in ("arm", "sub") or limit is None:
+                continue
+            key = (kind, sub, what)
+            bucket = self._buckets.get(key)
+            if bucket is None or bucket.retired:
+                with self._lock:
+                    self._buckets.pop(key, None)
+                bucket = self._create(key, limit)
+            bucket.reconcile(float(level) + max(0.0, elapsed_s) * limit.per_s)
+
     def _replace_retired(
         self, rc: RequestClass, buckets: tuple[TokenBucket, ...],
     ) -> tuple[tuple[TokenBucket, ...], tuple[TokenBucket, ...]]:

@@ -34,8 +34,13 @@ def test_durable_cli_end_to_end(sim_factory: Any, tmp_path: Path) -> None:
         run = _azrun(env, "durable", "run", "--tag", "env=fleet", "--all-subscriptions", "-c", "echo hi-$(hostname)",
                      "--max-concurrency", "100%", "--poll", "0.3", "--follow")  # fmt: skip
         assert run.returncode == 0, run.stdout + run.stderr
-        rid = run.stdout.splitlines()[0].strip()
-        assert run.stdout.strip().endswith(f"run {rid} succeeded")
+        # the targets' output lines live (the blobs tailed), then the summary as a local run prints it
+        first = next(line for line in run.stdout.splitlines() if line.startswith("run "))
+        rid = first.split()[1].rstrip(":")
+        assert "hi-vm-0001" in run.stdout and "hi-vm-0002" in run.stdout
+        assert run.stdout.index("hi-vm-0002") < run.stdout.index(first)
+        assert "4 targets" in first and "Succeeded: 4" in first, run.stdout
+        assert run.stderr.count(" Succeeded") == 4 and "vm-0002" in run.stderr  # a line per finished target
         status = _azrun(env, "durable", "status", rid, "-o", "json")
         doc = json.loads(status.stdout)
         assert status.returncode == 0 and doc["status"] == "succeeded" and doc["counts"] == {"Succeeded": 4}
@@ -46,10 +51,51 @@ def test_durable_cli_end_to_end(sim_factory: Any, tmp_path: Path) -> None:
         assert runs.returncode == 0 and rid in runs.stdout
         unknown = _azrun(env, "durable", "status", "20990101-0000-000000")
         assert unknown.returncode == 3 and "durable runs" in unknown.stderr
+        _engine_durable(env)
     finally:
         if worker is not None:
             stop_worker(worker)
         stop_worker(sched)
+
+
+def _engine_durable(env: dict[str, str]) -> None:
+    """``azrun run --engine durable``: the id at once, or followed with canary / waves / soak."""
+    sel = ("--tag", "env=fleet", "--all-subscriptions")
+    plain = _azrun(env, "run", *sel, "--engine", "durable", "-c", "true", "-o", "json")
+    assert plain.returncode == 0, plain.stderr
+    doc = json.loads(plain.stdout)
+    assert doc["targets"] == 4 and doc["runId"]
+    # the canary (first wave of 1, no error allowed) fails: the rest is Skipped with the reason
+    canary = _azrun(env, "run", *sel, "-c", "exit 3", "--canary", "1", "--follow", "-o", "json",
+                    "--engine", "durable")  # fmt: skip
+    assert canary.returncode == 1, canary.stderr
+    doc = json.loads(canary.stdout)
+    assert doc["counts"] == {"total": 4, "Failed": 1, "Skipped": 3}, doc["counts"]
+    assert doc["notes"] and doc["notes"][0].startswith("canary failed (vm-"), doc["notes"]
+    assert {t["message"] for t in doc["targets"] if t["state"] == "Skipped"} == {doc["notes"][0]}
+    # two waves with a soak between them (a durable timer): wave 2 starts >= the soak after wave 1 ended
+    waves = _azrun(env, "run", *sel, "-c", "echo w", "--waves", "50%,100%", "--soak", "6s", "--engine", "durable",
+                   "--follow", "-o", "json")  # fmt: skip
+    assert waves.returncode == 0, waves.stderr
+    doc = json.loads(waves.stdout)
+    assert doc["counts"] == {"total": 4, "Succeeded": 4}
+    from datetime import datetime
+
+    spans = sorted((datetime.fromisoformat(t["startedAt"]), datetime.fromisoformat(t["endedAt"])) for t in doc["targets"])
+    gap = (spans[2][0] - max(spans[0][1], spans[1][1])).total_seconds()
+    assert gap >= 5.5, spans
+
+
+def test_engine_durable_refuses_what_it_cannot_honour(tmp_path: Path) -> None:
+    env = {**os.environ, "AZRUN_DURABLE_ENDPOINT": "127.0.0.1:1", "PYTHONPATH": str(ROOT)}
+    retries = _azrun(env, "run", "--all", "-c", "true", "--engine", "durable", "--retries", "2")
+    assert retries.returncode == 2 and "--retries" in retries.stderr and "--engine local" in retries.stderr
+    state = _azrun(env, "run", "--all", "-c", "true", "--engine", "durable", "--state-dir", str(tmp_path))
+    assert state.returncode == 2 and "--state-dir is not available with --engine durable" in state.stderr
+    follow = _azrun(env, "run", "--all", "-c", "true", "--follow")
+    assert follow.returncode == 2 and "--follow is for durable runs" in follow.stderr and "--engine durable" in follow.stderr
+    bad = _azrun({**env, "AZRUN_ENGINE": "cloud"}, "run", "--all", "-c", "true")
+    assert bad.returncode == 2 and "AZRUN_ENGINE" in bad.stderr and "local, durable" in bad.stderr
 
 
 def test_worker_without_a_scheduler_is_a_config_error(tmp_path: Path) -> None:

@@ -55,30 +55,58 @@ def test_shard_state_finishes_only_when_nothing_is_left() -> None:
     s.to_delete = []
     assert s.finished
     stopped = ShardState.from_dict({**s.to_dict(), "cursor": 0, "stop_reason": "error budget exceeded", "x": 1})
-    assert stopped.finished and stopped.summary()["stop"] == "error budget exceeded"
+    assert stopped.summary()["stop"] == "error budget exceeded"
+    assert not stopped.finished  # one more tick records the undispatched targets as Skipped
 
 
-def test_budget_is_handed_down_when_the_shard_moves_to_another_worker() -> None:
-    import asyncio
+def test_budget_is_handed_down_through_every_tick_of_the_subscription() -> None:
     from typing import Any
 
-    from azrun.durable._tick import TickEnv, _take_over_budget
+    from azrun.durable._tick import TickEnv, _hand_down_budget, _take_over_budget
     from azrun.throttle import RequestClass, Throttle, ThrottleLimits
 
-    def env(throttle: Throttle) -> TickEnv:
+    clock = [1000.0]
+
+    def env(throttle: Throttle, name: str) -> TickEnv:
         nothing: Any = None
         return TickEnv(client=nothing, options=nothing, store=nothing, plan=nothing, targets=nothing,
-                       tailer=nothing, name="me", now=lambda: 1000.0, throttle=throttle)  # fmt: skip
+                       tailer=nothing, name=name, now=lambda: clock[0], throttle=throttle)  # fmt: skip
 
-    def state(last: str) -> ShardState:
-        return ShardState(run_id="r", shard=0, subscription="SUB", total=1, container="c", window=1, max_errors=0,
-                          last_worker=last, spent={"writes": 200, "reads": 3}, spent_at=999.0)  # fmt: skip
+    def deletes(throttle: Throttle) -> Any:
+        return throttle.buckets_for(RequestClass(kind="delete", subscription="sub"))[0]
 
-    async def write_level(last: str) -> float:
-        throttle = Throttle(ThrottleLimits())
-        await _take_over_budget(env(throttle), state(last))
-        return throttle.buckets_for(RequestClass(kind="write", subscription="sub"))[0].level()
+    a, b = Throttle(ThrottleLimits()), Throttle(ThrottleLimits())
+    state = ShardState(run_id="r", shard=0, subscription="SUB", total=1, container="c", window=1, max_errors=0)
+    # tick 1 on worker A sends 150 DELETEs; tick 2 on B, 50 more; tick 3 back on A
+    _take_over_budget(env(a, "A"), state)
+    deletes(a).reserve(150)
+    _hand_down_budget(env(a, "A"), state)
+    clock[0] += 1.0
+    _take_over_budget(env(b, "B"), state)
+    assert 55 <= deletes(b).level() <= 65  # 200 - 150 + 10 refilled: not a cold, full 200
+    deletes(b).reserve(50)
+    _hand_down_budget(env(b, "B"), state)
+    clock[0] += 1.0
+    _take_over_budget(env(a, "A"), state)
+    # A's own bucket knew only its 150; handed down, it also knows B's 50: the whole history
+    assert deletes(a).level() <= 25, deletes(a).level()
 
-    # the other worker sent 200 writes 1 s ago: 10 have refilled, so 10 are left (not a cold 200)
-    assert 9.0 <= asyncio.run(write_level("other")) <= 12.0
-    assert asyncio.run(write_level("me")) == 200.0  # same worker: its own buckets already know
+
+def test_waves_lay_out_one_shard_per_subscription_per_wave() -> None:
+    from azrun.durable._plan import layout, wave_error_shares
+    from azrun.fleet import WavePlan
+
+    targets = [_target("a", i) for i in range(6)] + [_target("b", i) for i in range(4)]
+    plan = WavePlan.parse("1,50%,100%", max_errors="1")
+    laid = layout("r", targets, plan.assign(targets), limit=10, max_errors=2, cap=750,
+                  wave_budgets=[plan.wave_budget(n) for n in (1, 4, 5)])  # fmt: skip
+    # the same plan arithmetic as a one-process run: wave 1 = 1 target, wave 2 to 5, wave 3 the rest
+    assert [w.size for w in laid.waves] == [1, 4, 5] and [w.budget for w in laid.waves] == [1, 1, 1]
+    assert [(s.wave, s.subscription, s.total) for s in laid.shards] == [(0, "a", 1), (1, "a", 4), (2, "a", 1), (2, "b", 4)]
+    assert [s.shard for s in laid.shards] == [0, 1, 2, 3] and laid.waves[2].shards == [2, 3]
+    assert [len(t) for t in laid.targets] == [1, 4, 1, 4]
+    assert sum(s.window for s in laid.shards if s.wave == 2) <= 10
+    # each wave's shards share what is left of the run's budget and the wave's own, the smaller
+    assert wave_error_shares([1, 4], left=10, wave_budget=None) == [2, 8]
+    assert wave_error_shares([1, 4], left=10, wave_budget=0) == [0, 0]
+    assert wave_error_shares([5], left=None, wave_budget=None) == [1_000_000]

@@ -24,7 +24,8 @@ def _schedule(addr: str, script: str, **kwargs: Any) -> str:
     async def go() -> str:
         async with DurableFleet.from_env(endpoint=addr) as fleet:
             sel = Selector.from_options(tags=["env=fleet"], all_subscriptions=True)
-            return await fleet.schedule(sel, script, max_concurrency="100%", poll_s=0.3, tick_s=4, **kwargs)
+            kwargs.setdefault("max_concurrency", "100%")
+            return await fleet.schedule(sel, script, poll_s=0.3, tick_s=4, **kwargs)
 
     return asyncio.run(go())
 
@@ -97,3 +98,36 @@ def test_cancel_deletes_every_run_command_in_flight(
     deletes = [r for r in sim.requests() if r.get("method") == "DELETE" and f"azrun-{rid}" in r.get("path", "")]
     assert len({d["path"].lower() for d in deletes}) == 8
     assert all(r.state.value == "Canceled" for r in results)
+
+
+def test_worker_killed_mid_rollout_the_waves_go_on(
+    sim_factory: Any, azure_env: Any, scheduler: LocalScheduler, tmp_path: Path
+) -> None:
+    """Waves on the durable engine: the worker is SIGKILLed during the soak after wave 1 (a
+    durable timer); another worker replays the root and runs wave 2. Nothing runs twice."""
+    from azrun.fleet import FleetOptions, WavePlan
+
+    sim = sim_factory(multi_fleet_toml(2, 3), storage=True)
+    env = azure_env(sim)
+    addr = scheduler.address
+    first = start_worker(env, addr, tmp_path / "w1.log")
+    second = None
+    try:
+        opts = FleetOptions.make(max_concurrency="100%", waves=WavePlan.parse("50%,100%", soak_s=6.0))
+        rid = _schedule(addr, "echo wave-$(hostname)", options=opts)
+        assert wait_for(lambda: len(_executions(sim, rid)) == 3, 60), (tmp_path / "w1.log").read_text()
+        time.sleep(3.0)  # wave 1 done, the soak under way
+        assert len(_executions(sim, rid)) == 3  # wave 2 waits for the soak
+        stop_worker(first, kill=True)
+        second = start_worker(env, addr, tmp_path / "w2.log")
+        run, results = _wait(addr, rid, 120)
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                stop_worker(proc)
+    assert run.status == "succeeded" and run.counts == {"Succeeded": 6}, run
+    assert {s["wave"] for s in run.shards} == {0, 1}
+    ran = Counter(e["vm"] for e in _executions(sim, rid))
+    assert len(ran) == 6 and set(ran.values()) == {1}, ran
+    assert all(r.stdout_tail.strip() == f"wave-{r.target.name}" for r in results)
+    assert count_429(sim.requests()) == 0
