@@ -255,7 +255,6 @@ class RunCore:
             if cleaned:
                 self._ledger.update_target(self.run_id, work.target.resource_id, cleaned_at=self.clock.now())
             self._observer.on_target(work.result())
-            work.done.set()
         finally:
             self._finishing -= 1
             await self._notify()
@@ -317,7 +316,6 @@ class RunCore:
             )  # fmt: skip
             if state.terminal:
                 self._observer.on_target(work.result())
-                work.done.set()
 
     async def _cancel_inflight(self) -> None:
         """Cancel: recall unsent PUTs, wait for those in flight (they cancel themselves once

@@ -45,6 +45,33 @@ class RunCommandInfo:
         )
 
 
+def _raw_response(pipeline_response: Any, _deserialized: Any, _headers: Any) -> Any:
+    """``cls=`` for a ``stream=True`` call: the HTTP response itself, body unread."""
+    return pipeline_response.http_response
+
+
+def _raw_no_polling() -> Any:
+    """A ``polling=`` method that polls nothing and hands back the initial PipelineResponse.
+
+    ``polling=False`` would build the SDK's model from the answer (``_deserialize`` of a
+    ``VirtualMachineRunCommand``, then azrun's ``as_dict``): about a third of the client's CPU
+    per PUT at scale (issue 17). azrun reads the JSON into :class:`RunCommandView` itself; the
+    request still goes through the client's whole pipeline (throttle, retries, errors).
+    """
+    from azure.core.polling import AsyncNoPolling
+
+    class _RawNoPolling(AsyncNoPolling):  # type: ignore[type-arg,misc]
+        def resource(self) -> Any:
+            return self._initial_response
+
+    return _RawNoPolling()
+
+
+def _json_of(http_response: Any) -> dict[str, Any]:
+    data = http_response.json()
+    return data if isinstance(data, dict) else {}
+
+
 def _hook(counter: RequestCounter | None) -> dict[str, Callable[[Any], None]]:
     if counter is None:
         return {}
@@ -153,9 +180,10 @@ class RunCommandClient:
         attempts = PutAttempts(counter, on_send)
         try:
             poller = await self._ops(path).begin_create_or_update(
-                *self._args(path, name), body, polling=False, **self._api, **attempts.hooks()
+                *self._args(path, name), body, polling=_raw_no_polling(), **self._api, **attempts.hooks()
             )
-            return RunCommandView.from_sdk(await poller.result())
+            answered = await poller.result()
+            return RunCommandView.from_sdk(_json_of(answered.http_response))
         except AzureError as exc:
             raise submit_error(classify(exc), attempts, target.name) from exc
 
@@ -166,11 +194,13 @@ class RunCommandClient:
         path = MachinePath.of(target)
         ops = self._ops(path)
         op = ops.get if path.uniform else ops.get_by_virtual_machine
-        try:
-            rc = await op(*self._args(path, name), expand="instanceView", **self._api, **_hook(counter))
+        try:  # the raw answer (stream=True, cls=): no SDK model built per poll, see _raw_no_polling
+            response = await op(*self._args(path, name), expand="instanceView", stream=True, cls=_raw_response,
+                                **self._api, **_hook(counter))
+            await response.read()
         except ResourceNotFoundError:
             return None
-        return RunCommandView.from_sdk(rc)
+        return RunCommandView.from_sdk(_json_of(response))
 
     async def delete(self, target: Target, name: str, *, counter: RequestCounter | None = None) -> bool:
         """DELETE (kills a running script); ``False`` when it was already gone."""
