@@ -250,6 +250,7 @@ class RunCore:
         try:
             await self._notify()  # free the slot before the (slower) output read
             work.output, work.stdout_tail, work.stderr_tail = await self._collect_output(work, view)
+            work.last_view = None  # up to 2 x 4 KB of instance-view output, kept per target otherwise
             work.cleaned = cleaned
             self._ledger.record_result(self.run_id, work.result())
             if cleaned:

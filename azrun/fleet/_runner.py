@@ -179,6 +179,13 @@ class Runner(Rollout):
 
     async def _dispatch(self, work: Work, queue: deque[Work] | None = None) -> None:
         try:
+            await self._dispatch_one(work, queue)
+        finally:
+            if work.task is asyncio.current_task():
+                work.task = None  # a finished task per target adds up over 10,000 (issue 17)
+
+    async def _dispatch_one(self, work: Work, queue: deque[Work] | None) -> None:
+        try:
             view = await self._deliver(work)
         except OutcomeUnknown as exc:
             self._unconfirmed(work, str(exc))
