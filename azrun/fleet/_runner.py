@@ -293,7 +293,7 @@ class Runner(Rollout):
                 self._arm_deadline(work)
                 redo.append(work)
             elif work.state.terminal and work.put_sent and not work.cleaned and not self._opts.keep:
-                self._spawn(self._cleanup(work, work.run_command_name), "cleanup")  # finished before the crash, not deleted yet
+                self._queue_cleanup(work, work.run_command_name)  # finished before the crash, not deleted yet
         await asyncio.gather(*(self._reattach(w) for w in redo))
 
     def _arm_deadline(self, work: Work) -> None:
