@@ -26,6 +26,8 @@ __all__ = [
     "power_reason",
     "scale_set_id",
     "scale_set_of",
+    "slim_status",
+    "slim_vm",
     "tags_of",
     "vm_target",
 ]
@@ -146,6 +148,31 @@ def power_by_id(status_bodies: Iterable[Any]) -> dict[str, str]:
     not the model on real Azure (tags nil, no OS, identity or scale set).
     """
     return {str(b["id"]).lower(): power_of(get(b, "properties")) for b in status_bodies if get(b, "id")}
+
+
+def slim_vm(body: Any) -> dict[str, Any]:
+    """Only what :func:`vm_target` reads of a ``ListAll`` item, taken as each page arrives: a full
+    VM model is several KB of JSON, and holding 10,000 of them until every listing answered was
+    the largest memory peak of a whole run (issue 17)."""
+    props = get(body, "properties")
+    os_profile = get(props, "osProfile")
+    return {
+        "id": get(body, "id"), "name": get(body, "name"), "location": get(body, "location"),
+        "tags": get(body, "tags"), "identity": get(body, "identity"),
+        "properties": {
+            "virtualMachineScaleSet": {"id": get(props, "virtualMachineScaleSet", "id")},
+            "storageProfile": {"osDisk": {"osType": get(props, "storageProfile", "osDisk", "osType")}},
+            "osProfile": {k: {} for k in ("windowsConfiguration", "linuxConfiguration")
+                          if get(os_profile, k) is not None},
+        },
+    }
+
+
+def slim_status(body: Any) -> dict[str, Any]:
+    """Only what :func:`power_by_id` reads of a ``statusOnly`` item (see :func:`slim_vm`)."""
+    statuses = get(body, "properties", "instanceView", "statuses") or ()
+    power = [s for s in statuses if str(get(s, "code") or "").lower().startswith("powerstate/")]
+    return {"id": get(body, "id"), "properties": {"instanceView": {"statuses": power}}}
 
 
 def vm_target(body: Any, sub: str, scale_sets: Mapping[str, ScaleSet], power_state: str) -> Target:
