@@ -41,27 +41,40 @@ def env_names_proxy(environ: Mapping[str, str]) -> bool:
     return any(k.lower().endswith("_proxy") and k.lower() != "no_proxy" and v for k, v in environ.items())
 
 
-def aio_transport(ca_bundle: str, *, env_settings: bool = True) -> Any:
-    """An aiohttp transport that trusts ``ca_bundle`` with ONE ssl context.
+def aio_transport(ca_bundle: str | None = None, *, env_settings: bool = True) -> Any:
+    """azure-core's aiohttp transport, with two changes.
 
-    azure-core's AioHttpTransport builds a new SSLContext for every request when
-    ``connection_verify`` is a path, so aiohttp never reuses a connection and every request pays
-    a TLS handshake (measured: 2x the CPU and 4x the memory on a 1,000-target run against the
-    local Azure). Real Azure (no custom CA) never takes that path.
+    * aiohttp resends an idempotent request (PUT, DELETE) once, by itself, when the server drops
+      the connection after the request was written (RFC 9112 section 9.3.1 allows it). For a run
+      command that may run the script twice: a dropped PUT may have been applied. azrun turns
+      that off on the transport's session, so the one who knows (:func:`azrun.fleet._deliver.deliver`:
+      GET before a new PUT) decides. aiohttp has no public switch: the session's
+      ``_retry_connection`` flag is set when the session opens (the fault matrix's lost-answer
+      row fails if that stops working).
+    * With a custom CA (``ca_bundle``), ONE ssl context: azure-core builds a new SSLContext for
+      every request when ``connection_verify`` is a path, so aiohttp never reuses a connection and
+      every request pays a TLS handshake (measured: 2x the CPU and 4x the memory on a
+      1,000-target run against the local Azure). Real Azure (no custom CA) never takes that path.
     """
     import ssl
 
     from azure.core.pipeline.transport import AioHttpTransport
 
-    class _OneContextTransport(AioHttpTransport):  # type: ignore[misc]
-        _context = ssl.create_default_context(cafile=ca_bundle)
+    context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
+
+    class _AzrunTransport(AioHttpTransport):  # type: ignore[misc]
+        async def open(self) -> None:
+            await super().open()
+            if self.session is not None and hasattr(self.session, "_retry_connection"):
+                self.session._retry_connection = False
 
         def _build_ssl_config(self, cert: Any, verify: Any) -> Any:
-            if not cert and verify == ca_bundle:
-                return self._context
+            if context is not None and not cert and verify == ca_bundle:
+                return context
             return super()._build_ssl_config(cert, verify)
 
-    return _OneContextTransport(connection_verify=ca_bundle, use_env_settings=env_settings)
+    kwargs: dict[str, Any] = {"use_env_settings": env_settings}
+    return _AzrunTransport(connection_verify=ca_bundle, **kwargs) if ca_bundle else _AzrunTransport(**kwargs)
 
 
 @dataclass
@@ -124,10 +137,8 @@ class ClientFactory:
         }
         if self.cloud.ca_bundle:
             kwargs["connection_verify"] = self.cloud.ca_bundle
-            if aio:
-                kwargs["transport"] = aio_transport(self.cloud.ca_bundle, env_settings=self.env_proxy)
-        elif aio and not self.env_proxy:
-            kwargs["use_env_settings"] = False
+        if aio:
+            kwargs["transport"] = aio_transport(self.cloud.ca_bundle, env_settings=self.env_proxy)
         if self.polling_interval_s is not None:
             kwargs["polling_interval"] = self.polling_interval_s
         kwargs.update(
