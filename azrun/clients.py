@@ -30,7 +30,18 @@ if TYPE_CHECKING:
     from azrun.throttle import Throttle
 
 
-def aio_transport(ca_bundle: str | None = None) -> Any:
+def env_names_proxy(environ: Mapping[str, str]) -> bool:
+    """Does the environment name any proxy (``HTTPS_PROXY``, ``ALL_PROXY``, ... any case)?
+
+    When none does, the aio clients are built with ``use_env_settings=False``: aiohttp's
+    ``trust_env`` otherwise looks the proxy up *per request* in a worker thread
+    (``asyncio.to_thread``), a thread hop on every ARM call (issue 17: client CPU per target).
+    Conservative: any proxy variable at all keeps the SDK's default (``NO_PROXY`` not parsed).
+    """
+    return any(k.lower().endswith("_proxy") and k.lower() != "no_proxy" and v for k, v in environ.items())
+
+
+def aio_transport(ca_bundle: str | None = None, *, env_settings: bool = True) -> Any:
     """azure-core's aiohttp transport, with two changes.
 
     * aiohttp resends an idempotent request (PUT, DELETE) once, by itself, when the server drops
@@ -62,7 +73,8 @@ def aio_transport(ca_bundle: str | None = None) -> Any:
                 return context
             return super()._build_ssl_config(cert, verify)
 
-    return _AzrunTransport(connection_verify=ca_bundle) if ca_bundle else _AzrunTransport()
+    kwargs: dict[str, Any] = {"use_env_settings": env_settings}
+    return _AzrunTransport(connection_verify=ca_bundle, **kwargs) if ca_bundle else _AzrunTransport(**kwargs)
 
 
 @dataclass
@@ -74,6 +86,8 @@ class ClientFactory:
     identity: IdentitySelector | None = None
     auth_mode: str = "auto"
     polling_interval_s: float | None = None
+    #: False when the environment names no proxy (see :func:`env_names_proxy`); True keeps the SDK default.
+    env_proxy: bool = True
     _aio: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -97,7 +111,8 @@ class ClientFactory:
             chosen = Throttle(limits) if limits.enabled else None
         else:
             chosen = throttle or None
-        return cls(cloud=Cloud.from_env(env), throttle=chosen, identity=identity, auth_mode=auth_mode)
+        return cls(cloud=Cloud.from_env(env), throttle=chosen, identity=identity, auth_mode=auth_mode,
+                   env_proxy=env_names_proxy(env))
 
     # -- credentials -------------------------------------------------------------------------
     def credential(self) -> TokenCredential:
@@ -123,7 +138,7 @@ class ClientFactory:
         if self.cloud.ca_bundle:
             kwargs["connection_verify"] = self.cloud.ca_bundle
         if aio:
-            kwargs["transport"] = aio_transport(self.cloud.ca_bundle)
+            kwargs["transport"] = aio_transport(self.cloud.ca_bundle, env_settings=self.env_proxy)
         if self.polling_interval_s is not None:
             kwargs["polling_interval"] = self.polling_interval_s
         kwargs.update(

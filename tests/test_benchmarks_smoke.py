@@ -183,7 +183,7 @@ def test_bench_scale_tiny() -> None:
         assert run["peak_rss_mb"] >= run["baseline_rss_mb"] > 10 and run["cpu_s"] > 0
         assert run["arm_requests_per_target"] >= 2
     assert result["rss_slope_mb_per_1000"] is not None and not result["measured_at_goal"]
-    (goal,) = [r for r in bench.report(result) if r.goal == "<= 250 MB"]
+    (goal,) = [r for r in bench.report(result) if r.goal == f"<= {bench.RSS_GOAL_MB:g} MB"]
     assert "projected" in goal.figure and goal.met is not None
 
 

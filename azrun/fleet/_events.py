@@ -205,14 +205,18 @@ class EventHub:
 
     Every subscriber sees every event from the start of the run (late subscribers replay the
     history), ending with :class:`RunSummary`. Output lines past ``max_events`` are counted in
-    :attr:`dropped` instead of kept, so a chatty run cannot grow memory without bound.
+    :attr:`dropped` instead of kept, so a chatty run cannot grow memory without bound. A
+    :class:`Progress` supersedes the one before it: the history keeps only the latest (a
+    subscriber that has not reached the older one yet skips it), since each carries the
+    throttle's metrics and a long run pushes one a second (issue 17: memory per target).
     """
 
     def __init__(self, inner: FleetObserver, *, max_events: int = 200_000) -> None:
         self.inner = inner
         self.max_events = max_events
         self.dropped = 0
-        self._events: list[FleetEvent] = []
+        self._events: list[FleetEvent | None] = []  # None: a superseded Progress
+        self._progress_at: int | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
 
@@ -225,6 +229,10 @@ class EventHub:
         if len(self._events) >= self.max_events and isinstance(event, OutputLine | Progress):
             self.dropped += 1
             return
+        if isinstance(event, Progress):
+            if self._progress_at is not None:
+                self._events[self._progress_at] = None
+            self._progress_at = len(self._events)
         self._events.append(event)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
@@ -262,8 +270,10 @@ class EventHub:
         index = 0
         while True:
             while index < len(self._events):
-                yield self._events[index]
+                event = self._events[index]
                 index += 1
+                if event is not None:
+                    yield event
             if self._closed:
                 return
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

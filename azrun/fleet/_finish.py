@@ -85,6 +85,8 @@ class RunCore:
         self._cadence = CadenceEstimate(options.poll.agent_cadence_s)
         self._tasks: dict[str, set[asyncio.Task[Any]]] = {"dispatch": set(), "cleanup": set(), "misc": set()}
         self._delete_slots = asyncio.Semaphore(_DELETE_CONCURRENCY)
+        self._cleanups: deque[tuple[Work, str]] = deque()  # drained by <= _DELETE_CONCURRENCY workers
+        self._cleaners = 0  # workers draining it (counted down the moment one finds it empty)
         self._contact = Contact(self._clock, on_back=self._contact_back)
         self.stop_reason: str | None = None
         self._cancel = False
@@ -187,7 +189,7 @@ class RunCore:
         if not self._retry(work, state, message, delivery=delivery):
             await self._record(work, state, exit_code, message, view, cleaned=deleted)
         if must_delete:
-            self._spawn(self._cleanup(work, name), "cleanup")
+            self._queue_cleanup(work, name)
 
     # -- retries ---------------------------------------------------------------------------------
     def _retry(self, work: Work, state: TargetState, message: str, *, delivery: bool) -> bool:
@@ -252,12 +254,12 @@ class RunCore:
         try:
             await self._notify()  # free the slot before the (slower) output read
             work.output, work.stdout_tail, work.stderr_tail = await self._collect_output(work, view)
+            work.last_view = None  # up to 2 x 4 KB of instance-view output, kept per target otherwise
             work.cleaned = cleaned
             self._ledger.record_result(self.run_id, work.result())
             if cleaned:
                 self._ledger.update_target(self.run_id, work.target.resource_id, cleaned_at=self.clock.now())
             self._observer.on_target(work.result())
-            work.done.set()
         finally:
             self._finishing -= 1
             await self._notify()
@@ -286,6 +288,26 @@ class RunCore:
             slots=self._delete_slots,
         )  # fmt: skip
         return result.accepted and result.gone
+
+    def _queue_cleanup(self, work: Work, name: str) -> None:
+        """Delete ``name`` soon: a queue drained by at most ``_DELETE_CONCURRENCY`` worker tasks,
+        not a task per target waiting for a slot (DELETEs fall behind at scale, and thousands of
+        parked tasks and frames held ~1.5 KB per target: issue 17)."""
+        self._cleanups.append((work, name))
+        if self._cleaners < _DELETE_CONCURRENCY:
+            self._cleaners += 1
+            self._spawn(self._cleanup_worker(), "cleanup")
+
+    async def _cleanup_worker(self) -> None:
+        try:
+            while self._cleanups:
+                work, name = self._cleanups.popleft()
+                try:
+                    await self._cleanup(work, name)
+                except Exception:  # one failed delete must not stop the others
+                    _LOG.exception("cleanup of %s failed", work.target.name)
+        finally:
+            self._cleaners -= 1
 
     async def _cleanup(self, work: Work, name: str) -> None:
         """Delete a finished target's run command (``name``: this attempt's) so the VM stays under
@@ -319,7 +341,6 @@ class RunCore:
             )  # fmt: skip
             if state.terminal:
                 self._observer.on_target(work.result())
-                work.done.set()
 
     async def _cancel_inflight(self) -> None:
         """Cancel: recall unsent PUTs, wait for those in flight (they cancel themselves once

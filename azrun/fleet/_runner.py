@@ -179,6 +179,13 @@ class Runner(Rollout):
 
     async def _dispatch(self, work: Work, queue: deque[Work] | None = None) -> None:
         try:
+            await self._dispatch_one(work, queue)
+        finally:
+            if work.task is asyncio.current_task():
+                work.task = None  # a finished task per target adds up over 10,000 (issue 17)
+
+    async def _dispatch_one(self, work: Work, queue: deque[Work] | None) -> None:
+        try:
             view = await self._deliver(work)
         except OutcomeUnknown as exc:
             self._unconfirmed(work, str(exc))
@@ -286,7 +293,7 @@ class Runner(Rollout):
                 self._arm_deadline(work)
                 redo.append(work)
             elif work.state.terminal and work.put_sent and not work.cleaned and not self._opts.keep:
-                self._spawn(self._cleanup(work, work.run_command_name), "cleanup")  # finished before the crash, not deleted yet
+                self._queue_cleanup(work, work.run_command_name)  # finished before the crash, not deleted yet
         await asyncio.gather(*(self._reattach(w) for w in redo))
 
     def _arm_deadline(self, work: Work) -> None:

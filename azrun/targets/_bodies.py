@@ -8,7 +8,9 @@ power state from the second, and :func:`vm_target` takes the power state as an a
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,8 @@ __all__ = [
     "power_reason",
     "scale_set_id",
     "scale_set_of",
+    "slim_status",
+    "slim_vm",
     "tags_of",
     "vm_target",
 ]
@@ -65,7 +69,19 @@ def tags_of(raw: Any) -> dict[str, str]:
 def _effective_tags(scale_set: ScaleSet | None, own: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     merged = {k.lower(): (k, v) for k, v in (scale_set.tags if scale_set else {}).items()}
     merged.update({k.lower(): (k, v) for k, v in own.items()})
-    return tuple(sorted(merged.values(), key=lambda kv: kv[0].lower()))
+    return _shared_tags(tuple(sorted(merged.values(), key=lambda kv: kv[0].lower())))
+
+
+# A selection holds one Target per machine for a whole run (issue 17: 10,000 in one process), and
+# most of their short fields repeat (subscription, group, location, OS, power state, tag sets):
+# equal values share one object instead of a copy per target parsed out of each JSON body.
+_share = sys.intern
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_tags(tags: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """The first-seen tuple equal to ``tags`` (bounded: an estate of unique tag sets only misses)."""
+    return tags
 
 
 def _os(props: Any) -> str:
@@ -134,6 +150,31 @@ def power_by_id(status_bodies: Iterable[Any]) -> dict[str, str]:
     return {str(b["id"]).lower(): power_of(get(b, "properties")) for b in status_bodies if get(b, "id")}
 
 
+def slim_vm(body: Any) -> dict[str, Any]:
+    """Only what :func:`vm_target` reads of a ``ListAll`` item, taken as each page arrives: a full
+    VM model is several KB of JSON, and holding 10,000 of them until every listing answered was
+    the largest memory peak of a whole run (issue 17)."""
+    props = get(body, "properties")
+    os_profile = get(props, "osProfile")
+    return {
+        "id": get(body, "id"), "name": get(body, "name"), "location": get(body, "location"),
+        "tags": get(body, "tags"), "identity": get(body, "identity"),
+        "properties": {
+            "virtualMachineScaleSet": {"id": get(props, "virtualMachineScaleSet", "id")},
+            "storageProfile": {"osDisk": {"osType": get(props, "storageProfile", "osDisk", "osType")}},
+            "osProfile": {k: {} for k in ("windowsConfiguration", "linuxConfiguration")
+                          if get(os_profile, k) is not None},
+        },
+    }
+
+
+def slim_status(body: Any) -> dict[str, Any]:
+    """Only what :func:`power_by_id` reads of a ``statusOnly`` item (see :func:`slim_vm`)."""
+    statuses = get(body, "properties", "instanceView", "statuses") or ()
+    power = [s for s in statuses if str(get(s, "code") or "").lower().startswith("powerstate/")]
+    return {"id": get(body, "id"), "properties": {"instanceView": {"statuses": power}}}
+
+
 def vm_target(body: Any, sub: str, scale_sets: Mapping[str, ScaleSet], power_state: str) -> Target:
     """A standalone VM or a Flexible member (``properties.virtualMachineScaleSet.id`` set), from
     its model; ``power_state`` comes from wherever the instance view was read."""
@@ -148,13 +189,13 @@ def vm_target(body: Any, sub: str, scale_sets: Mapping[str, ScaleSet], power_sta
         resource_id=rid,
         name=name,
         kind=TargetKind.VMSS_FLEX if vmss_id else TargetKind.VM,
-        subscription_id=_part(_SUB, rid, sub).lower(),
-        resource_group=rg,
-        location=str(body.get("location") or ""),
-        os=_os(props),
-        power_state=power_state,
+        subscription_id=_share(_part(_SUB, rid, sub).lower()),
+        resource_group=_share(rg),
+        location=_share(str(body.get("location") or "")),
+        os=_share(_os(props)),
+        power_state=_share(power_state),
         tags=_effective_tags(ss, tags_of(body.get("tags"))),
-        scale_set=(ss.name if ss is not None else _part(_VMSS_NAME, vmss_id)) if vmss_id else None,
+        scale_set=(ss.name if ss is not None else _share(_part(_VMSS_NAME, vmss_id))) if vmss_id else None,
         vm_name=name,
         system_identity=system,
         user_identity_client_ids=users,
@@ -172,9 +213,9 @@ def instance_target(body: Any, ss: ScaleSet) -> Target:
         kind=TargetKind.VMSS_UNIFORM,
         subscription_id=ss.subscription_id,
         resource_group=ss.resource_group,
-        location=str(body.get("location") or ss.location),
-        os=ss.os if os == "unknown" else os,
-        power_state=power_of(props),
+        location=_share(str(body.get("location") or ss.location)),
+        os=ss.os if os == "unknown" else _share(os),
+        power_state=_share(power_of(props)),
         tags=_effective_tags(ss, tags_of(body.get("tags"))),
         scale_set=ss.name,
         instance_id=instance_id,

@@ -8,7 +8,7 @@ translated by :func:`azrun.azerrors.map_azure_errors`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
@@ -26,6 +26,8 @@ from azrun.targets._bodies import (
     power_reason,
     scale_set_id,
     scale_set_of,
+    slim_status,
+    slim_vm,
     tags_of,
     vm_target,
 )
@@ -126,14 +128,17 @@ class _Resolver:
         self.pages = pages
         self.requests = 0
 
-    async def _collect(self, listing: Listing) -> list[dict[str, Any]]:
-        """Every item of a paged ARM listing (one request per page), errors mapped to azrun's."""
+    async def _collect(
+        self, listing: Listing, each: Callable[[Any], dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every item of a paged ARM listing (one request per page), errors mapped to azrun's;
+        ``each`` keeps only what is needed of an item, page by page."""
         items: list[dict[str, Any]] = []
         async with self.limit:
             with map_azure_errors(listing.what, subscription=listing.subscription, action=listing.action):
                 async for page in self.pages(listing):
                     self.requests += 1
-                    items.extend(page)
+                    items.extend(page if each is None else map(each, page))
         return items
 
     async def scope(self, defaults: Sequence[str]) -> list[str]:
@@ -236,14 +241,14 @@ class _Resolver:
         return await self._collect(self._compute(
             sub, "providers/Microsoft.Compute/virtualMachines", {},
             "listing virtual machines", "Microsoft.Compute/virtualMachines/read",
-        ))
+        ), slim_vm)
 
     async def _list_vm_status(self, sub: str) -> list[dict[str, Any]]:
         """The VMs' power states: ListAll?statusOnly=true (status stubs without the model)."""
         return await self._collect(self._compute(
             sub, "providers/Microsoft.Compute/virtualMachines", {"statusOnly": "true"},
             "listing virtual machine states", "Microsoft.Compute/virtualMachines/read",
-        ))
+        ), slim_status)
 
     async def _list_scale_sets(self, sub: str) -> list[dict[str, Any]]:
         return await self._collect(self._compute(
