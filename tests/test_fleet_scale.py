@@ -25,7 +25,10 @@ from tests._fleet_support import SUB, fleet_toml
 #: until the run's result is dropped; the connection pool's growth is in it too, amortised).
 #: Measured ~3.1 KB on 300 targets after the issue-17 work, 5.2 KB before (a per-target Event
 #: and task, a Progress history holding every throttle bucket's stats, the last instance view).
-RETAINED_PER_TARGET_MAX = 4_000
+#: The kept figure varies with load (new connections opened during the measured run are in
+#: it: 4.9 KB once on a loaded machine), so its bound only catches gross regressions; the peak
+#: bound is the one that tells the old code (17.2 KB) from the new.
+RETAINED_PER_TARGET_MAX = 8_000
 #: Bytes of peak traced memory per target over the warmed-up process (50 in flight).
 #: Measured ~9.2 KB after, 17.2 KB before.
 PEAK_PER_TARGET_MAX = 14_000
