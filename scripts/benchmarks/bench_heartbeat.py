@@ -83,7 +83,7 @@ def _short(path: str) -> str:
     return os.path.basename(path)
 
 
-async def _measure(n: int, state_dir: Path) -> dict[str, Any]:
+async def _measure(n: int, state_dir: Path, engine_loop: str) -> dict[str, Any]:
     from azrun.fleet import Fleet, FleetOptions
     from azrun.models import RunSpec
     from azrun.targets import Selector
@@ -101,7 +101,7 @@ async def _measure(n: int, state_dir: Path) -> dict[str, Any]:
             lags.append(max(0.0, loop.time() - due) * 1000)
         sampler.due = float("inf")
 
-    async with Fleet.from_env(state_dir=state_dir) as fleet:
+    async with Fleet.from_env(state_dir=state_dir, engine_loop=engine_loop) as fleet:  # type: ignore[arg-type]
         selection = await fleet.select(Selector.from_options(tags=["env=bench"]))
         with sampler:
             beat = asyncio.get_running_loop().create_task(heartbeat())
@@ -113,14 +113,14 @@ async def _measure(n: int, state_dir: Path) -> dict[str, Any]:
             stop.set()
             await beat
     return {
-        "n": n, "wall_s": round(wall, 2), "counts": result.counts(), "ticks": len(lags),
+        "n": n, "engine_loop": engine_loop, "wall_s": round(wall, 2), "counts": result.counts(), "ticks": len(lags),
         "lag_p50_ms": round(_quantile(lags, 0.5), 2), "lag_p99_ms": round(_quantile(lags, 0.99), 2),
         "lag_max_ms": round(max(lags, default=0.0), 2), "output": "blobs",
         "blockers": sampler.samples.most_common(8),
     }  # fmt: skip
 
 
-def run(n: int = 100) -> dict[str, Any]:
+def run(n: int = 100, engine_loop: str = "private") -> dict[str, Any]:
     from azrun.sim.launcher import SimProcess
 
     where = _common.workdir("heartbeat")
@@ -130,7 +130,7 @@ def run(n: int = 100) -> dict[str, Any]:
         sim.start(timeout_s=90)
         try:
             with _common.environ(sim.env):
-                return asyncio.run(_measure(n, where / "state"))
+                return asyncio.run(_measure(n, where / "state", engine_loop))
         finally:
             sim.stop()
     finally:
