@@ -7,6 +7,12 @@ storage (creating the output blobs), all in the same second. One shared session 
 loop, its connections kept alive (:data:`KEEPALIVE_S`), reuses them across clients and polls;
 its pool is bounded per endpoint (:data:`POOL_PER_HOST`, why not lower: see there).
 
+* aiohttp resends an idempotent request (PUT, DELETE) once, by itself, when the server drops
+  the connection after the request was written (RFC 9112 section 9.3.1 allows it). For a run
+  command that may run the script twice: a dropped PUT may have been applied. The shared session
+  has that off, so the one who knows (:func:`azrun.fleet._deliver.deliver`: GET before a new
+  PUT) decides. aiohttp has no public switch: the session's ``_retry_connection`` flag is set
+  when the session opens (the fault matrix's lost-answer row fails if that stops working).
 * One ``SSLContext`` per CA bundle (azure-core builds a new one for every request when
   ``connection_verify`` is a path, so aiohttp could never reuse a connection).
 * :meth:`SharedTransport.client_view` is what a client gets: closing one client (``async with``
@@ -70,6 +76,8 @@ class SharedTransport(AioHttpTransport):  # type: ignore[misc]
                 connector=connector, trust_env=self._use_env_settings, cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
             )  # fmt: skip
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False  # never resend a PUT blind (module docstring)
         self._has_been_opened = True
         await session.__aenter__()
 

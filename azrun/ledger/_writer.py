@@ -182,13 +182,16 @@ class RunLedger(Ledger):
         self._lose(
             f"the ledger at {self.path} cannot be written ({cause}); dispatch stopped, in-flight targets keep running",
             hint=f"free space or make {self.path.parent} writable, then: azrun resume {self.run_id}",
+            now=f"ledger write failed ({cause}): no new dispatch; waiting for the targets in flight",
         )
 
-    def _lose(self, message: str, *, hint: str | None = None) -> None:
+    def _lose(self, message: str, *, hint: str | None = None, now: str | None = None) -> None:
+        """Record the failure the run will end with; log at once only a short line of what happens
+        now (the full message and its hint are the run's final error, printed once)."""
         if self.failure is not None:
             return
         self.failure = LedgerError(message, hint=hint or f"see: azrun status {self.run_id}")
-        _LOG.warning("%s", message)
+        _LOG.warning("%s", now or message)
         if self.on_lost is not None:
             with contextlib.suppress(Exception):
                 self.on_lost(message)

@@ -22,6 +22,17 @@ __all__ = ["PutAttempts", "RequestCounter", "RunCommandClient", "RunCommandInfo"
 _TERMINAL_PROVISIONING = frozenset({"succeeded", "failed", "canceled"})
 
 
+#: Per-call retry settings for the PUT: the pipeline resends it only after a 429 (answered, so
+#: not applied; the throttle's own budget). azure-core would also resend a PUT answered 5xx or
+#: whose connection dropped, holding PUT idempotent, but an identical re-PUT of a run command may
+#: run the script again (unconfirmed for Azure; the local Azure can be told to), and azure-core
+#: raises the same ``ServiceRequestError`` for a refused connection and for one dropped after the
+#: request was written. Its ``raw_request_hook`` also fires for the first attempt only, so
+#: :class:`PutAttempts` could not count resends. So every other failure ends the call, and
+#: :func:`azrun.fleet._deliver.deliver` decides: resend what provably was not sent, GET first
+#: what may have been applied.
+NO_BLIND_RESEND: dict[str, int] = {"retry_status": 0, "retry_read": 0, "retry_connect": 0}
+
 #: Told the status of every HTTP attempt that got a response (retries included).
 RequestCounter = Callable[[int], None]
 
@@ -153,7 +164,7 @@ class RunCommandClient:
         attempts = PutAttempts(counter, on_send)
         try:
             poller = await self._ops(path).begin_create_or_update(
-                *self._args(path, name), body, polling=False, **self._api, **attempts.hooks()
+                *self._args(path, name), body, polling=False, **self._api, **attempts.hooks(), **NO_BLIND_RESEND
             )
             return RunCommandView.from_sdk(await poller.result())
         except AzureError as exc:

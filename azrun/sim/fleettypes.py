@@ -62,6 +62,7 @@ class Faults:
     arm_error_rate: float = 0.0  # share of ARM requests answered 500/503
     arm_reset_rate: float = 0.0  # share of ARM requests whose connection is reset
     arm_latency_ms: float = 0.0  # added to every ARM answer
+    arm_lost_reply_rate: float = 0.0  # share of ARM writes applied whose answer is lost (500 or reset)
     arm_conflict_rate: float = 0.0  # share of run-command PUTs answered 409 Conflict
     extensions_busy: tuple[str, ...] = ()  # machines where another extension operation is in progress (409)
     arm_throttle_rate: float = 0.0  # share of ARM requests answered 429 (a "429 storm")

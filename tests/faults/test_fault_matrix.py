@@ -76,6 +76,21 @@ def test_connection_resets(world: World) -> None:
     assert any(r.get("fault") == "reset" for r in w.sim.requests()), "no connection was reset"
 
 
+@pytest.mark.parametrize("reexecutes", [False, True], ids=["identical-put-idempotent", "identical-put-reruns"])
+def test_write_applied_but_answer_lost(world: World, reexecutes: bool) -> None:
+    """A PUT (or DELETE) Azure applied whose answer never arrived (500 or a dropped connection):
+    each script still runs once, also where an identical re-PUT would run it again (Azure's
+    behaviour there is unconfirmed, so azrun must not lean on it)."""
+    sim = f"identical_put_reexecutes = {str(reexecutes).lower()}"
+    w = world(fleet(vms=6, faults="arm_lost_reply_rate = 0.4\nseed = 3", sim=sim))
+    done = w.azrun(*RUN, "--command", "echo once; sleep 0.3")
+    assert done.returncode == 0, done.stderr
+    v = w.check()
+    assert v.count("Succeeded") == 6
+    lost = [r for r in w.sim.requests() if str(r.get("fault", "")).startswith("applied-")]
+    assert any(r["method"] == "PUT" for r in lost), "no applied PUT lost its answer"
+
+
 def test_imds_429(world: World) -> None:
     w = world(fleet(vms=3, faults="imds_error_sequence = [429, 429, 429]"))
     done = w.azrun(*RUN, "--command", "echo imds")
@@ -227,6 +242,8 @@ def test_disk_full(world: World, small_disk: Path) -> None:
     assert proc.returncode == 8, err  # local state, not "a target failed"
     assert "No space left" in err or "full" in err, err
     assert "azrun resume" in err, err  # the way out is named
+    assert err.count("cannot be written") == 1, err  # the cause is said once (a short line when it happens)
+    assert "no new dispatch" in err, err
     (small_disk / "filler").unlink()
     done = w.azrun("resume", w.run_id(), "--output-mode", "summary")
     assert done.returncode == 0, done.stderr

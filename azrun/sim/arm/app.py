@@ -60,7 +60,7 @@ class ArmApp:
             return response
         except _Reset:
             # The transport is already aborted; aiohttp drops this answer without a word.
-            log["fault"] = "reset"
+            log.setdefault("fault", "reset")
             return web.Response(status=500)
         finally:
             extra = {k: v for k, v in log.items() if k not in ("op", "caller")}
@@ -156,7 +156,23 @@ class ArmApp:
             exc.headers = {**call.headers, **exc.headers}
             raise
         reply.headers = {**call.headers, **reply.headers}
+        self._lost_reply(request, kind, log)
         return reply
+
+    def _lost_reply(self, request: web.Request, kind: str, log: dict[str, Any]) -> None:
+        """The write was applied, but its answer never arrives intact: half the time a 500, half
+        the time the connection drops (``faults.arm_lost_reply_rate``; the client cannot tell
+        whether the write happened, as with a gateway failure after the write in Azure)."""
+        faults, rng = self.world.faults, self.world.rng
+        if kind == "read" or not faults.arm_lost_reply_rate or rng.random() >= faults.arm_lost_reply_rate:
+            return
+        if rng.random() < 0.5:
+            log["fault"] = "applied-500"
+            raise err.internal_error()
+        log["fault"] = "applied-reset"
+        if request.transport is not None:
+            request.transport.abort()
+        raise _Reset()
 
     # ------------------------------------------------------------------ stages
     def _caller(self, request: web.Request) -> str:
