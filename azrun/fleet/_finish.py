@@ -93,6 +93,8 @@ class RunCore:
         self._started = self._clock()
         self._first_dispatch: float | None = None
         self._scouts_left = options.poll.scouts
+        self._scout_works: list[Work] = []  # the scouts (at most ``poll.scouts``), not scanned for in all works
+        self._start_seen = False  # has any target of this run been seen started by its agent?
         self._replan_at = max(1, options.poll.learn_after)
         # rollout waves (None: one wave) and per-target retries
         self._plan = options.plan()
@@ -242,7 +244,7 @@ class RunCore:
             if len(self._stats) >= self._replan_at:
                 self._replan_at *= 2
                 self._replan()
-        if work.scout and len(self._stats) < self._opts.poll.learn_after:
+        if work.scout and (len(self._stats) < self._opts.poll.learn_after or not self._start_seen):
             self._scouts_ended()
         if was_active:
             self._active -= 1

@@ -93,6 +93,12 @@ class PollPolicy:
     the agent has not started yet is read at most that often (or when the learned start latency
     says it should have started), and once the cadence is seen in the answers (changes spaced by
     it, with unchanged reads between) scouts and running targets are not read faster than it.
+    Until an agent of the run is seen starting a script, only the scouts are read on that schedule;
+    the other targets back off with their wait (up to ``start_wait_max_s``) and are pulled in when
+    the first start is seen (a first run installs the handler for one to two minutes on every
+    machine: reading each one every 15 s meanwhile tells nothing the scouts do not). A target not
+    started yet has its power read only past ``unstarted_power_check_s`` (or the learned start
+    latency's p90 if longer), then every ``power_check_after_s``.
     While Azure cannot be reached, a target's reads back off up to ``outage_max_interval_s``.
     """
 
@@ -111,6 +117,8 @@ class PollPolicy:
     scout_interval_s: float = 1.0
     scout_window_s: float = 60.0
     power_check_after_s: float = 20.0  # as often as a quiet target is polled (issue 14, item 15: was 120 s)
+    unstarted_power_check_s: float = 120.0  # a machine whose agent has not started the script yet
+    start_wait_max_s: float = 60.0  # read interval of non-scouts while no agent of the run has started
     agent_cadence_s: float = 15.0
     outage_max_interval_s: float = 60.0
 

@@ -45,6 +45,9 @@ class Watching(RunCore):
                 self._start_stats.add(max(0.0, (view.start_time - work.sent_at).total_seconds()))
         elif view is not None and work.start_mono is None and work.sent_mono is not None and _started(view):
             work.start_mono = self._clock()  # running, but no start time reported: count from now
+        if work.start_mono is not None and not self._start_seen:
+            self._start_seen = True
+            self._replan_starts()
         work.deadline, _ = deadline(
             sent_mono=work.sent_mono, start_mono=work.start_mono, timeout_s=self._timeout_s,
             grace_s=self._opts.grace_s(self._timeout_s), start_timeout_s=self._opts.start_timeout_s,
@@ -83,10 +86,11 @@ class Watching(RunCore):
         if self._scouts_left > 0 and len(self._stats) < policy.learn_after:
             self._scouts_left -= 1
             work.scout = True
+            self._scout_works.append(work)
         work.interval = first_delay(policy, self._stats)
         if work.scout:
             work.interval = min(work.interval, policy.scout_interval_s)
-        elif len(self._stats) < policy.learn_after and any(w.scout and not w.taken for w in self.works):
+        elif len(self._stats) < policy.learn_after and self._scouts_out():
             # scouts are out: wait for what they learn (``_replan`` pulls this in) instead of guessing
             work.interval = max(work.interval, policy.max_interval_s)
         self._schedule(work, work.interval)
@@ -148,6 +152,8 @@ class Watching(RunCore):
         if work.start_mono is None:  # the agent has not picked it up: do not read faster than it reports
             work.interval = unstarted_delay(policy, elapsed=elapsed, start_p50=self._start_stats.quantile(0.5),
                                             cadence=cadence)
+            if self._waits_for_scouts(work):  # their first start pulls this in (``_replan_starts``)
+                work.interval = max(work.interval, min(policy.start_wait_max_s, elapsed))
             self._schedule(work, work.interval if until is None else min(work.interval, max(0.0, until) + 0.05))
             return
         if work.scout and len(self._stats) < policy.learn_after and elapsed < policy.scout_window_s:
@@ -164,12 +170,46 @@ class Watching(RunCore):
         self._schedule(work, work.interval)
 
     def _power_check_due(self, work: Work, now: float) -> bool:
-        """Long overdue (past the learned p90, else past dispatch, by ``power_check_after_s``)?"""
-        after = self._opts.poll.power_check_after_s
+        """Long overdue (past the learned p90, else past dispatch, by ``power_check_after_s``)?
+
+        A target the agent has not started is overdue only past ``unstarted_power_check_s`` (or the
+        learned start latency's p90 if longer; early starts teach too short a one): a first run
+        installs the handler for minutes, and reading the power of every waiting machine every
+        20 s doubled a run's reads."""
+        policy = self._opts.poll
+        after = policy.power_check_after_s
         if work.power_checked is not None:
             return now - work.power_checked >= after
-        p90 = self._stats.quantile(0.9) or 0.0
-        return work.sent_mono is not None and now - work.sent_mono >= p90 + after
+        if work.start_mono is None:
+            base = max(self._start_stats.quantile(0.9) or 0.0, policy.unstarted_power_check_s)
+        else:  # a start that came late (a handler install) moves the check with it
+            base = max(self._stats.quantile(0.9) or 0.0, work.start_mono - (work.sent_mono or work.start_mono))
+        return work.sent_mono is not None and now - work.sent_mono >= base + after
+
+    # -- scouts ----------------------------------------------------------------------------------
+    def _scouts_out(self) -> bool:
+        """Is a scout still running (its duration not yet learned)?"""
+        return any(not w.taken for w in self._scout_works)
+
+    def _waits_for_scouts(self, work: Work) -> bool:
+        """Not started, not a scout, and the scouts have not seen an agent start yet: this target
+        backs off (up to ``start_wait_max_s``) rather than reading every agent report."""
+        return not work.scout and not self._start_seen and any(
+            not w.taken and w.start_mono is None for w in self._scout_works)
+
+    def _replan_starts(self) -> None:
+        """The first agent start of the run was seen: targets that waited for it are read again
+        within the agent's report interval (earlier if the learned start latency says so)."""
+        policy, now, cadence = self._opts.poll, self._clock(), self._cadence.value
+        for work in self.works:
+            if (work.state is not TargetState.RUNNING or work.taken or work.sent_mono is None or work.parked
+                    or work.start_mono is not None or work.scout):
+                continue
+            sched = self._schedulers.get(work.target.subscription_id.lower())
+            due = sched.due_in(work) if sched is not None else None
+            soon = unstarted_delay(policy, elapsed=now - work.sent_mono, start_p50=None, cadence=cadence)
+            if due is not None and due > soon:
+                self._schedule(work, soon)
 
     async def _machine_gone(self, work: Work) -> bool:
         """Read the machine's power state; a machine that stopped under the script fails it."""
@@ -187,13 +227,18 @@ class Watching(RunCore):
         return True
 
     def _replan(self) -> None:
-        """The duration estimate firmed up: pull in polls scheduled far past the learned p90."""
+        """The duration estimate firmed up: pull in polls scheduled far past the learned p90.
+
+        Only targets the agent has started: a waiting one's end depends on its start, which the
+        start schedule (``unstarted_delay``, ``_replan_starts``) follows; pulling those in read
+        every waiting target again at each replan (3, 6, 12 ... results)."""
         p50, p90 = self._stats.quantile(0.5), self._stats.quantile(0.9)
         if p50 is None or p90 is None:
             return
         now, slack = self._clock(), self._opts.poll.min_interval_s
         for work in self.works:
-            if work.state is not TargetState.RUNNING or work.taken or work.sent_mono is None or work.parked:
+            if (work.state is not TargetState.RUNNING or work.taken or work.sent_mono is None or work.parked
+                    or work.start_mono is None):
                 continue
             sched = self._schedulers.get(work.target.subscription_id.lower())
             due = sched.due_in(work) if sched is not None else None
@@ -205,8 +250,10 @@ class Watching(RunCore):
         """The last scout ended with nothing learned (timed out, never started, its machine gone):
         the targets that waited for what it would learn are polled on the initial guess instead of
         sitting out the longest interval (issue 14: a hung scout held the others for 20 s)."""
-        if any(w.scout and not w.taken for w in self.works):
+        if self._scouts_out():
             return
+        if not self._start_seen:
+            self._replan_starts()  # no scout saw a start: nobody waits for one any longer
         now, guess = self._clock(), first_delay(self._opts.poll, self._stats)
         for work in self.works:
             if work.state is not TargetState.RUNNING or work.taken or work.sent_mono is None or work.parked:
