@@ -165,7 +165,7 @@ def run(
     from azrun.fleet import Fleet
 
     async def go() -> FleetResult:
-        async with Fleet.from_env() as fleet:
+        async with Fleet.from_env(engine_loop="caller") as fleet:  # this loop is azrun's alone
             return await fleet.run(targets, spec, options=options, max_concurrency=max_concurrency,
                                    max_errors=max_errors, canary=canary, keep=keep, observer=observer)
 

@@ -3,7 +3,9 @@
 So every client shares the process credential (one token cache, single-flight), carries the
 throttle policy in ``per_retry_policies`` (every attempt, retries included, takes its token),
 trusts the custom cloud's CA, and talks to the cloud's ARM endpoint. aio clients are cached per
-subscription and closed together by :meth:`ClientFactory.aclose`.
+subscription and event loop and closed together by :meth:`ClientFactory.aclose`; they all send
+through ONE transport per event loop (:mod:`azrun._http`: one bounded, kept-alive connection pool
+per endpoint, so a run's burst of requests does not open a TLS connection per target).
 """
 
 from __future__ import annotations
@@ -41,40 +43,13 @@ def env_names_proxy(environ: Mapping[str, str]) -> bool:
     return any(k.lower().endswith("_proxy") and k.lower() != "no_proxy" and v for k, v in environ.items())
 
 
-def aio_transport(ca_bundle: str | None = None, *, env_settings: bool = True) -> Any:
-    """azure-core's aiohttp transport, with two changes.
+def _running_loop() -> object | None:
+    import asyncio
 
-    * aiohttp resends an idempotent request (PUT, DELETE) once, by itself, when the server drops
-      the connection after the request was written (RFC 9112 section 9.3.1 allows it). For a run
-      command that may run the script twice: a dropped PUT may have been applied. azrun turns
-      that off on the transport's session, so the one who knows (:func:`azrun.fleet._deliver.deliver`:
-      GET before a new PUT) decides. aiohttp has no public switch: the session's
-      ``_retry_connection`` flag is set when the session opens (the fault matrix's lost-answer
-      row fails if that stops working).
-    * With a custom CA (``ca_bundle``), ONE ssl context: azure-core builds a new SSLContext for
-      every request when ``connection_verify`` is a path, so aiohttp never reuses a connection and
-      every request pays a TLS handshake (measured: 2x the CPU and 4x the memory on a
-      1,000-target run against the local Azure). Real Azure (no custom CA) never takes that path.
-    """
-    import ssl
-
-    from azure.core.pipeline.transport import AioHttpTransport
-
-    context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
-
-    class _AzrunTransport(AioHttpTransport):  # type: ignore[misc]
-        async def open(self) -> None:
-            await super().open()
-            if self.session is not None and hasattr(self.session, "_retry_connection"):
-                self.session._retry_connection = False
-
-        def _build_ssl_config(self, cert: Any, verify: Any) -> Any:
-            if context is not None and not cert and verify == ca_bundle:
-                return context
-            return super()._build_ssl_config(cert, verify)
-
-    kwargs: dict[str, Any] = {"use_env_settings": env_settings}
-    return _AzrunTransport(connection_verify=ca_bundle, **kwargs) if ca_bundle else _AzrunTransport(**kwargs)
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 @dataclass
@@ -88,7 +63,8 @@ class ClientFactory:
     polling_interval_s: float | None = None
     #: False when the environment names no proxy (see :func:`env_names_proxy`); True keeps the SDK default.
     env_proxy: bool = True
-    _aio: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    _aio: dict[tuple[str, str, int], Any] = field(default_factory=dict, repr=False)
+    _transports: dict[int, tuple[object, Any]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(
@@ -138,7 +114,7 @@ class ClientFactory:
         if self.cloud.ca_bundle:
             kwargs["connection_verify"] = self.cloud.ca_bundle
         if aio:
-            kwargs["transport"] = aio_transport(self.cloud.ca_bundle, env_settings=self.env_proxy)
+            kwargs["transport"] = self.aio_transport()
         if self.polling_interval_s is not None:
             kwargs["polling_interval"] = self.polling_interval_s
         kwargs.update(
@@ -193,14 +169,31 @@ class ClientFactory:
             lambda: SubscriptionClient(self.acredential(), **self._kwargs(aio=True)),
         )
 
+    def aio_transport(self) -> Any:
+        """This loop's shared transport (:mod:`azrun._http`), as one client's view of it: every
+        aio client of this factory (ARM and blob) sends through it; :meth:`aclose` closes it."""
+        from azrun._http import SharedTransport
+
+        loop = _running_loop()
+        entry = self._transports.get(id(loop))
+        if entry is None or entry[0] is not loop:
+            entry = self._transports[id(loop)] = (loop, SharedTransport(self.cloud.ca_bundle, env_settings=self.env_proxy))
+        return entry[1].client_view()
+
     def _cached(self, key: tuple[str, str], build: Callable[[], _C]) -> _C:
-        client = self._aio.get(key)
+        full = (*key, id(_running_loop()))  # aiohttp sessions belong to one event loop
+        client = self._aio.get(full)
         if client is None:
-            client = self._aio[key] = build()
+            client = self._aio[full] = build()
         return cast(_C, client)
 
     async def aclose(self) -> None:
-        """Close the cached async clients."""
-        clients, self._aio = list(self._aio.values()), {}
+        """Close this event loop's cached async clients and shared transport."""
+        here = id(_running_loop())
+        clients = [c for k, c in self._aio.items() if k[2] == here]
+        self._aio = {k: c for k, c in self._aio.items() if k[2] != here}
         for client in clients:
             await client.close()
+        entry = self._transports.pop(here, None)
+        if entry is not None:
+            await entry[1].close()

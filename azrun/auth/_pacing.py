@@ -5,16 +5,24 @@ all processes on the VM share those limits (twenty cron jobs starting at once). 
 request to the identity endpoint takes, in this order:
 
 1. a slot of an in-process semaphore (threads of this process queue here, cheaply);
-2. a machine-wide slot: one of ``imds-slot-<i>.lock`` files held with ``flock``. The kernel
-   drops the lock when a process dies, so a crashed job never leaks a slot;
+2. a machine-wide slot: one of ``imds-slot-<i>.lock`` files held locked;
 3. its turn in the in-process :class:`~azrun.throttle.TokenBucket` (rate and burst);
-4. its turn in a machine-wide GCRA schedule kept in ``imds-pacing.json`` under ``flock``.
+4. its turn in a machine-wide GCRA schedule kept in ``imds-pacing.json``, read and written while
+   holding ``imds-pacing.json.lock``.
+
+The locks are ``filelock`` locks, the same code on every platform: ``fcntl.flock`` on Linux and
+macOS, ``msvcrt.locking`` on Windows (Automation's Windows hybrid workers and sandboxes). Both
+are operating-system locks on an open file: the OS drops them when the process dies, so a
+crashed job never leaks a slot and never wedges the schedule. Each attempt opens its own lock
+object, so two threads (or two limiters) of one process exclude each other like two processes.
 
 The slot is taken before the rate turn so a request goes out the moment it is scheduled;
 rate-then-slot would let requests that queued for a slot leave together. The files hold only
 pacing state (a time stamp), never a token. They live in a private (0700) runtime directory:
-``$AZRUN_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/azrun``, else ``<tmp>/azrun-<uid>``. If that
-directory cannot be used, pacing falls back to this process alone.
+``$AZRUN_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/azrun``, else ``%LOCALAPPDATA%\\azrun\\runtime``
+on Windows, else ``<tmp>/azrun-<uid>``. If that directory cannot be used, pacing falls back to
+this process alone. Times are ``time.monotonic()``: one clock for the whole machine on Linux,
+macOS and Windows (since boot).
 """
 
 from __future__ import annotations
@@ -31,17 +39,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from azrun.errors import ConfigError
-
-if sys.platform != "win32":  # no flock on Windows: pacing is per process there
-    import fcntl
 
 __all__ = ["FileLimiter", "Pacer", "PacingConfig", "private_dir"]
 
 _LOGGER = logging.getLogger(__name__)
 _STATE_FILE = "imds-pacing.json"
 _SLOT_FILE = "imds-slot-{}.lock"
+_STATE_LOCK = _STATE_FILE + ".lock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +110,9 @@ def runtime_dir_from_env(environ: Mapping[str, str]) -> str:
     xdg = environ.get("XDG_RUNTIME_DIR")
     if xdg and os.path.isdir(xdg):
         return os.path.join(xdg, "azrun")
+    local = environ.get("LOCALAPPDATA")
+    if sys.platform == "win32" and local:
+        return os.path.join(local, "azrun", "runtime")
     return _fallback_runtime_dir()
 
 
@@ -131,11 +141,11 @@ def private_dir(path: Path) -> bool:
 class FileLimiter:
     """Machine-wide rate (GCRA over a state file) and concurrency (slot lock files).
 
-    Every process pointed at the same directory shares these limits. Times are
-    ``time.monotonic()``, which on Linux is one clock for the whole machine.
+    Every process pointed at the same directory shares these limits (see the module docstring
+    for the locks). Times are ``time.monotonic()``, one clock for the whole machine.
     """
 
-    __slots__ = ("_burst_s", "_clock", "_dir", "_fds", "_fds_lock", "_interval", "_poll_s", "_sleep", "_slots")
+    __slots__ = ("_burst_s", "_clock", "_dir", "_held", "_held_lock", "_interval", "_poll_s", "_sleep", "_slots")
 
     def __init__(
         self,
@@ -155,8 +165,8 @@ class FileLimiter:
         self._poll_s = poll_s
         self._clock = clock
         self._sleep = sleep
-        self._fds: set[int] = set()
-        self._fds_lock = threading.Lock()
+        self._held: set[Any] = set()  # the filelock locks this process holds now
+        self._held_lock = threading.Lock()
 
     @property
     def directory(self) -> Path:
@@ -164,16 +174,15 @@ class FileLimiter:
 
     def reserve(self) -> float:
         """Book the next machine-wide send time; return the seconds to wait for it."""
-        with self._open_locked(self._dir / _STATE_FILE, fcntl.LOCK_EX) as fd:
+        with self._locked(self._dir / _STATE_LOCK):
+            path = self._dir / _STATE_FILE
             now = self._clock()
-            tat = _read_tat(fd)
+            tat = _read_tat(path)
             if tat is None or not now - 3600.0 < tat < now + 3600.0:
                 tat = now  # missing, corrupt, or from before a reboot (the clock restarted)
             tat = max(tat, now)
             send_at = max(now, tat - self._burst_s)
-            payload = json.dumps({"tat": tat + self._interval, "clock": "monotonic"}).encode()
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, payload, 0)
+            _write_private(path, json.dumps({"tat": tat + self._interval, "clock": "monotonic"}).encode())
         return send_at - now
 
     @contextlib.contextmanager
@@ -183,66 +192,75 @@ class FileLimiter:
         while True:
             for i in range(self._slots):
                 index = (first + i) % self._slots
-                fd = self._try_slot(index)
-                if fd is not None:
+                lock = self._try_lock(self._dir / _SLOT_FILE.format(index))
+                if lock is not None:
                     try:
                         yield index
                     finally:
-                        self._close(fd)
+                        self._release(lock)
                     return
             self._sleep(self._poll_s * (0.5 + random.random()))
 
-    def _try_slot(self, index: int) -> int | None:
-        fd = self._open(self._dir / _SLOT_FILE.format(index))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._close(fd)
-            return None
-        except BaseException:
-            self._close(fd)
-            raise
-        return fd
-
     @contextlib.contextmanager
-    def _open_locked(self, path: Path, how: int) -> Iterator[int]:
-        fd = self._open(path)
+    def _locked(self, path: Path) -> Iterator[None]:
+        import filelock
+
+        lock = filelock.FileLock(str(path), mode=0o600, thread_local=False)
+        lock.acquire()
+        self._track(lock)
         try:
-            fcntl.flock(fd, how)
-            yield fd
+            yield
         finally:
-            self._close(fd)  # closing drops the flock
+            self._release(lock)
 
-    def _open(self, path: Path) -> int:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        with self._fds_lock:
-            self._fds.add(fd)
-        return fd
+    def _try_lock(self, path: Path) -> Any | None:
+        import filelock
 
-    def _close(self, fd: int) -> None:
-        with self._fds_lock:
-            self._fds.discard(fd)
-        os.close(fd)
+        lock = filelock.FileLock(str(path), mode=0o600, thread_local=False)
+        try:
+            lock.acquire(blocking=False)
+        except filelock.Timeout:
+            return None
+        self._track(lock)
+        return lock
+
+    def _track(self, lock: Any) -> None:
+        with self._held_lock:
+            self._held.add(lock)
+
+    def _release(self, lock: Any) -> None:
+        with self._held_lock:
+            self._held.discard(lock)
+        lock.release()  # unlocks explicitly (not only by closing): a forked child's copy cannot keep it
 
     def close_inherited(self) -> None:
-        """In a forked child: close the parent's open lock files without touching its locks.
+        """In a forked child: close the parent's open lock files (best effort).
 
-        ``flock`` belongs to the open file, which parent and child share after ``fork``; a
-        child keeping its copy open would hold the parent's slot for as long as it lives.
+        The parent releases its locks explicitly, so the child's inherited copies cannot keep a
+        slot; closing them means a parent that dies mid-request does not leave its slot held
+        for as long as the child lives.
         """
-        self._fds_lock = threading.Lock()
-        for fd in list(self._fds):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds.clear()
+        self._held_lock = threading.Lock()
+        for lock in list(self._held):
+            fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+            if isinstance(fd, int):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._held.clear()
 
 
-def _read_tat(fd: int) -> float | None:
+def _read_tat(path: Path) -> float | None:
     try:
-        data = json.loads(os.pread(fd, 4096, 0) or b"null")
+        data = json.loads(path.read_bytes()[:4096] or b"null")
         return float(data["tat"]) if isinstance(data, dict) else None
-    except (ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _write_private(path: Path, payload: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(payload)
 
 
 class Pacer:
@@ -267,7 +285,7 @@ class Pacer:
     def from_config(cls, config: PacingConfig) -> Pacer:
         """A pacer with the machine-wide limiter when the runtime dir is usable."""
         files = None
-        if config.cross_process and sys.platform != "win32":
+        if config.cross_process:
             directory = Path(config.runtime_dir or _fallback_runtime_dir())
             if private_dir(directory):
                 files = FileLimiter(

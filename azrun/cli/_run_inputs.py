@@ -204,7 +204,7 @@ def make_fleet(factory: ClientFactory, state_dir: Path | None, store: OutputStor
 
     if state_dir is not None:
         settings = settings.with_flags(state_dir=str(state_dir))
-    return Fleet.from_env(settings=settings, factory=factory, output=store)
+    return Fleet.from_env(settings=settings, factory=factory, output=store, engine_loop="caller")  # its loop is azrun's
 
 
 def fleet_options(settings: Settings, max_concurrency: str | None, max_errors: str | None, canary: int, keep: bool,

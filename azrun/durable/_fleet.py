@@ -98,7 +98,8 @@ class DurableFleet:
         from azrun.fleet import Fleet
 
         chosen = settings or Settings.load()
-        return cls(Fleet.from_env(settings=chosen), SchedulerConnection.from_settings(chosen, endpoint, taskhub))
+        fleet = Fleet.from_env(settings=chosen, engine_loop="caller")  # the durable host's loop is azrun's
+        return cls(fleet, SchedulerConnection.from_settings(chosen, endpoint, taskhub))
 
     async def __aenter__(self) -> DurableFleet:
         return self

@@ -1,13 +1,16 @@
 """What a fleet run tells the outside world while it goes: the observer protocol and snapshots.
 
 The CLI prints from these; a Function or runbook can log them; tests collect them. Observers
-are called on the event loop and must not block (queue the work if it is slow). Text handed
-to observers has already passed through the run's :class:`Scrubber`.
+are called on the run's event loop (azrun's engine thread with ``engine_loop="private"``) and
+must not block (queue the work if it is slow). Text handed to observers has already passed
+through the run's :class:`Scrubber`. ``handle.events()`` may be iterated from any loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -217,27 +220,27 @@ class EventHub:
         self.dropped = 0
         self._events: list[FleetEvent | None] = []  # None: a superseded Progress
         self._progress_at: int | None = None
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._closed = False
+        self._lock = threading.Lock()  # the run pushes on its loop; subscribers may be on another
 
     def __repr__(self) -> str:
         return f"EventHub(events={len(self._events)}, dropped={self.dropped}, closed={self._closed})"
 
     def _push(self, event: FleetEvent) -> None:
-        if self._closed:
-            return
-        if len(self._events) >= self.max_events and isinstance(event, OutputLine | Progress):
-            self.dropped += 1
-            return
-        if isinstance(event, Progress):
-            if self._progress_at is not None:
-                self._events[self._progress_at] = None
-            self._progress_at = len(self._events)
-        self._events.append(event)
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        with self._lock:
+            if self._closed:
+                return
+            if len(self._events) >= self.max_events and isinstance(event, OutputLine | Progress):
+                self.dropped += 1
+                return
+            if isinstance(event, Progress):
+                if self._progress_at is not None:
+                    self._events[self._progress_at] = None
+                self._progress_at = len(self._events)
+            self._events.append(event)
+            waiters, self._waiters = self._waiters, []
+        _wake(waiters)
 
     def on_target(self, result: TargetResult) -> None:
         self.inner.on_target(result)
@@ -260,22 +263,44 @@ class EventHub:
         """The run ended: push the summary (if any) and end every subscription."""
         if summary is not None:
             self._push(summary)
-        self._closed = True
-        for waiter in self._waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._waiters = []
+        with self._lock:
+            self._closed = True
+            waiters, self._waiters = self._waiters, []
+        _wake(waiters)
 
     async def subscribe(self) -> AsyncIterator[FleetEvent]:
         index = 0
+        loop = asyncio.get_running_loop()
         while True:
             while index < len(self._events):
                 event = self._events[index]
                 index += 1
                 if event is not None:
                     yield event
-            if self._closed:
-                return
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            with self._lock:
+                if index < len(self._events):
+                    continue
+                if self._closed:
+                    return
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, waiter))
             await waiter
+
+
+def _set(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    """Wake each subscriber on its own loop (at once when that is this thread's loop)."""
+    try:
+        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
+    for loop, waiter in waiters:
+        if loop is here:
+            _set(waiter)
+        else:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_set, waiter)

@@ -19,8 +19,9 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from azrun._engine import EngineLoop, engine, on_engine
 from azrun.config import DEFAULT_MAX_CONCURRENCY, DEFAULT_MAX_ERRORS, DEFAULT_TIMEOUT_S
 from azrun.errors import ConfigError, NoTargetsMatched
 from azrun.fleet._cleanup import CleanupReport, cleanup
@@ -46,7 +47,10 @@ if TYPE_CHECKING:
     from azrun.output import OutputStore
     from azrun.targets import Selection, Selector
 
-__all__ = ["RERUN_STATES", "Fleet", "RunDefaults", "RunStatus"]
+__all__ = ["RERUN_STATES", "EngineChoice", "Fleet", "RunDefaults", "RunStatus"]
+
+EngineChoice = Literal["private", "caller"]
+"""Where a fleet's runs execute: azrun's own event loop in a thread, or the caller's loop."""
 
 #: ``rerun --failed`` picks these.
 RERUN_STATES = (TargetState.FAILED, TargetState.TIMED_OUT, TargetState.UNDELIVERABLE)
@@ -98,6 +102,15 @@ class Fleet:
         dispatcher: what run commands go through (default: a
             :class:`~azrun.runcommand.RunCommandClient` over ``factory``; tests pass a fake).
         clock: the time the runs read (default: the system's).
+        engine_loop: where the runs and every Azure request execute. ``"private"`` (the default
+            for a fleet built from settings): on azrun's own event loop, one per process in a
+            daemon thread (:mod:`azrun._engine`); your loop only awaits results and events, so a
+            Function's other coroutines are not delayed by the run's HTTP, TLS and bookkeeping.
+            Observers are then called on azrun's thread. ``"caller"``: on the loop that awaits
+            (the CLI's choice: its loop is azrun's). Default (None): ``"caller"`` when given
+            objects of your own loop (an open ``output`` store, a ``dispatcher`` or a ``clock``),
+            else ``"private"``. Cancelling a task that awaits a fleet call behaves the same either
+            way (:mod:`azrun.fleet._handle`).
     """
 
     def __init__(
@@ -113,6 +126,7 @@ class Fleet:
         defaults: RunDefaults | None = None,
         dispatcher: Dispatcher | None = None,
         clock: Clock | None = None,
+        engine_loop: EngineChoice | None = None,
     ) -> None:
         from azrun.clients import ClientFactory
         from azrun.config import OutputChoice
@@ -130,6 +144,19 @@ class Fleet:
         self.defaults = defaults or RunDefaults()
         self.client: Dispatcher = dispatcher or RunCommandClient(self.factory, api_version=api_version)
         self.clock: Clock = clock or SystemClock()
+        if engine_loop is None:
+            own_loop = self.output is not None or dispatcher is not None or clock is not None
+            engine_loop = "caller" if own_loop else "private"
+        if engine_loop not in ("private", "caller"):
+            raise ConfigError(f"engine_loop {engine_loop!r} is not 'private' or 'caller'",
+                              hint="engine_loop='private' (azrun's own loop) or 'caller' (yours)")
+        self.engine_loop: EngineChoice = engine_loop
+        self._engine: EngineLoop | None = engine() if engine_loop == "private" else None
+
+    @property
+    def engine(self) -> EngineLoop | None:
+        """The private loop the runs execute on (None: the caller's loop)."""
+        return self._engine
 
     @classmethod
     def from_env(
@@ -143,6 +170,7 @@ class Fleet:
         output: OutputStore | OutputChoice | None = None,
         observer: FleetObserver | None = None,
         api_version: str | None = None,
+        engine_loop: EngineChoice | None = None,
     ) -> Fleet:
         """A fleet configured exactly as ``azrun run`` would be here: the settings (environment
         over the config file over the defaults, :mod:`azrun.config`) choose the cloud, identity
@@ -150,7 +178,8 @@ class Fleet:
         (``AZRUN_OUTPUT_CONTAINER`` / ``AZRUN_STORAGE_ACCOUNT``, ``AZRUN_BLOB_IDENTITY``), state dir,
         subscriptions and the run defaults (concurrency, errors, timeout). Keyword arguments given
         here win over the settings. The output container is opened (and checked) on ``async with``
-        or at the first run.
+        or at the first run. ``engine_loop``: see :class:`Fleet` (default ``"private"`` unless an
+        open ``output`` store is given).
         """
         from azrun.config import Settings
 
@@ -164,12 +193,13 @@ class Fleet:
             default_subscriptions=chosen.subscriptions(),
             api_version=api_version,
             defaults=RunDefaults(chosen.max_concurrency(), chosen.max_errors(), chosen.timeout_s()),
+            engine_loop=engine_loop,
         )
         fleet._own_factory = factory is None
         return fleet
 
     def __repr__(self) -> str:
-        return f"Fleet(ledger={str(self.ledger.path)!r}, output={self.output!r})"
+        return f"Fleet(ledger={str(self.ledger.path)!r}, output={self.output!r}, engine_loop={self.engine_loop!r})"
 
     async def __aenter__(self) -> Fleet:
         try:
@@ -179,6 +209,7 @@ class Fleet:
             raise
         return self
 
+    @on_engine
     async def aopen(self) -> None:
         """Open (and check) the output container the settings named, if not open yet.
 
@@ -202,6 +233,7 @@ class Fleet:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    @on_engine
     async def aclose(self) -> None:
         """Close what this fleet opened (output store, clients, ledger)."""
         if self._own_output and self.output is not None:
@@ -225,6 +257,7 @@ class Fleet:
         return self._ledger
 
     # -- targets -------------------------------------------------------------------------------
+    @on_engine
     async def select(self, selector: Selector, *, explain: bool = False) -> Selection:
         """Resolve a selector to targets (running) and skipped machines (stopped)."""
         from azrun.targets import resolve
@@ -257,6 +290,7 @@ class Fleet:
         return targets, skipped, None
 
     # -- runs ----------------------------------------------------------------------------------
+    @on_engine
     async def start(
         self,
         targets: Selector | Selection | Sequence[Target] | Target,
@@ -378,6 +412,7 @@ class Fleet:
         arm_reads = getattr(limits, "arm_reads", None)
         return float(getattr(arm_reads, "per_s", 25.0))
 
+    @on_engine
     async def run(
         self,
         targets: Selector | Selection | Sequence[Target] | Target,
@@ -411,6 +446,7 @@ class Fleet:
         """The ledger's runs, newest first."""
         return self.ledger.runs(limit)
 
+    @on_engine
     async def resume_start(
         self, run_id: str, spec: RunSpec | None = None, *, observer: FleetObserver | None = None
     ) -> RunHandle:
@@ -450,12 +486,14 @@ class Fleet:
             cleaned=rec.cleaned_at is not None, attempt=rec.attempt, wave=rec.wave,
         )  # fmt: skip
 
+    @on_engine
     async def resume(
         self, run_id: str, spec: RunSpec | None = None, *, observer: FleetObserver | None = None
     ) -> FleetResult:
         """:meth:`resume_start` and wait."""
         return await (await self.resume_start(run_id, spec, observer=observer)).wait()
 
+    @on_engine
     async def rerun(
         self,
         run_id: str,
@@ -470,6 +508,7 @@ class Fleet:
         return await (await self.rerun_start(run_id, spec, states=states, options=options, observer=observer,
                                              record=record)).wait()
 
+    @on_engine
     async def rerun_start(
         self,
         run_id: str,
@@ -492,6 +531,7 @@ class Fleet:
         rec = {"rerun_of": old.id, **dict(record or {})}
         return await self.start(picked, spec, options=opts, observer=observer, record=rec)
 
+    @on_engine
     async def cancel(self, run_id: str | None = None, *, wait_s: float = 60.0) -> FleetResult:
         """Cancel a run from anywhere: a live runner on this host is asked (via the ledger) and
         waited for; otherwise the in-flight run commands are deleted here."""
@@ -531,6 +571,7 @@ class Fleet:
             ended_at=now, cleaned_at=now if done.gone else None, arm_requests=counter.requests, exit_code=None,
         )  # fmt: skip
 
+    @on_engine
     async def cleanup(
         self,
         *,

@@ -11,6 +11,13 @@ cancelling because a platform timeout says nothing about the scripts: killing ha
 patches on a timer would be the surprising choice, and a caller who wants that calls
 :meth:`RunHandle.cancel`. The driver gets ``detach_grace_s`` to write the ledger; if the
 process dies first, the lease lapses ``LEASE_TTL_S`` after it and ``resume`` works the same.
+
+**Threads.** With ``Fleet(engine_loop="private")`` (the default from settings) the run's task
+lives on azrun's engine loop (:mod:`azrun._engine`) and every method here may be called from
+the caller's loop: :meth:`RunHandle.wait` bridges the result (and the cancellation above:
+the caller's ``CancelledError`` is raised only once the run has detached and written its
+ledger), :meth:`RunHandle.events` wakes the caller's loop thread-safely, and the controls
+(:meth:`RunHandle.cancel`, ...) are handed to the engine loop.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from azrun._engine import bridge, call_soon
 from azrun.fleet._events import EventHub, FleetEvent, ProgressSnapshot, RunSummary
 from azrun.models import FleetResult, RunId
 
@@ -62,15 +70,15 @@ class RunHandle:
 
     def stop_dispatch(self, reason: str = "dispatch stopped") -> None:
         """Dispatch nothing more; in-flight targets finish; the rest end Skipped."""
-        self.runner.stop_dispatch(reason)
+        call_soon(self._loop, self.runner.stop_dispatch, reason)
 
     def cancel(self, reason: str = "run canceled") -> None:
         """Stop dispatching and cancel (DELETE) every in-flight run command: their scripts are killed."""
-        self.runner.request_cancel(reason)
+        call_soon(self._loop, self.runner.request_cancel, reason)
 
     def detach(self, reason: str = "run interrupted; in-flight targets left running") -> None:
         """Stop dispatching and stop watching; in-flight targets keep running (``resume`` later)."""
-        self.runner.request_detach(reason)
+        call_soon(self._loop, self.runner.request_detach, reason)
 
     def snapshot(self) -> ProgressSnapshot:
         """The run's progress now (counts, rates, throttle waits)."""
@@ -87,6 +95,9 @@ class RunHandle:
             LedgerError: the ledger could not be written mid-run (disk full, read-only): the run
                 was detached and is resumable once the state dir is writable again.
         """
+        return await bridge(self._loop, self._wait())
+
+    async def _wait(self) -> FleetResult:
         return await self._task
 
     def events(self) -> AsyncIterator[FleetEvent]:
@@ -130,7 +141,8 @@ class RunHandle:
             result = await asyncio.shield(inner)
             self._record_facts()
             await self.ledger.aflush()
-            summary = RunSummary(result, self.ledger.run_status(self.run_id) or "unknown")
+            status = await asyncio.to_thread(self.ledger.run_status, self.run_id)
+            summary = RunSummary(result, status or "unknown")
         except asyncio.CancelledError:
             self.runner.request_detach(_CANCELLED_MESSAGE)
             await asyncio.wait({inner}, timeout=self.detach_grace_s)

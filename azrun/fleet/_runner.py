@@ -249,7 +249,7 @@ class Runner(Rollout):
             stdout_url=stdout_url, stderr_url=stderr_url, arm_requests=work.requests,
         )  # fmt: skip
         self._observer.on_target(work.result())
-        if self._cancel or self._external_cancel or self._ledger.run_status(self.run_id) == "canceling":
+        if self._cancel or self._external_cancel:  # (an `azrun cancel` is read by _progress_loop, off the loop)
             await self._cancel_one(work, TargetState.CANCELED, "canceled")
             return
         self._output.attach(work.target)
@@ -357,7 +357,7 @@ class Runner(Rollout):
         while True:
             await self.clock.sleep(self._opts.progress_interval_s)
             try:
-                if not self._cancel and self._ledger.run_status(self.run_id) == "canceling":
+                if not self._cancel and await self._read_status() == "canceling":
                     self._external_cancel = True
                     self.request_cancel("run canceled (azrun cancel)")
                 self._observer.on_progress(self.snapshot())
@@ -412,7 +412,7 @@ class Runner(Rollout):
             await asyncio.wait(list(self._tasks["cleanup"]), timeout=120)
         await self._output.aclose()
         self._settle_pending()
-        self._ledger.set_run_status(self.run_id, self._final_status(), ended=True)
+        self._ledger.set_run_status(self.run_id, self._final_status(await self._read_status()), ended=True)
 
     def _settle_pending(self) -> None:
         """Targets never dispatched end Skipped, with the reason (kept Pending when detaching)."""
@@ -426,10 +426,15 @@ class Runner(Rollout):
                 self._observer.on_target(work.result())
         self._ledger.skip_pending(self.run_id, reason)
 
-    def _final_status(self) -> str:
+    async def _read_status(self) -> str | None:
+        """The run's status in the ledger (another process's ``azrun cancel`` writes it), read on a
+        worker thread: a SQLite read on the loop stalls every other task on it."""
+        return await asyncio.to_thread(self._ledger.run_status, self.run_id)
+
+    def _final_status(self, recorded: str | None) -> str:
         if self._detach:
             return "interrupted"
-        if self._cancel or self._ledger.run_status(self.run_id) in ("canceling", "canceled"):
+        if self._cancel or recorded in ("canceling", "canceled"):
             return "canceled"
         if any(w.state.counts_as_error or w.state is TargetState.CANCELED for w in self.works):
             return "failed"

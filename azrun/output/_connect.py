@@ -161,11 +161,9 @@ def client_kwargs(
         "raw_request_hook": hook,
         "retry_policy": LinearRetry(backoff=1, retry_total=3, random_jitter_range=1),
     }
+    kwargs["transport"] = factory.aio_transport()  # shared with ARM: one pool per endpoint
     if factory.cloud.ca_bundle:
-        from azrun.clients import aio_transport
-
         kwargs["connection_verify"] = factory.cloud.ca_bundle
-        kwargs["transport"] = aio_transport(factory.cloud.ca_bundle)
     if container.emulator or factory.cloud.is_custom:
         kwargs["api_version"] = EMULATOR_API_VERSION
     return kwargs
