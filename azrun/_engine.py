@@ -79,13 +79,7 @@ class EngineLoop:
 
     def here(self) -> bool:
         """True when called from code running on the engine's loop."""
-        loop = self._loop
-        if loop is None:
-            return False
-        try:
-            return asyncio.get_running_loop() is loop
-        except RuntimeError:
-            return False
+        return self._loop is not None and running_loop() is self._loop
 
     async def call(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Run ``coro`` on the engine's loop; await its result from the caller's loop."""
@@ -163,13 +157,17 @@ def _cancel_first(box: list[asyncio.Task[Any]]) -> None:
         box[0].cancel()
 
 
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
     """``fn(*args)`` on ``loop``: at once when already there, else thread-safely."""
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
+    if running_loop() is loop:
         fn(*args)
         return
     with contextlib.suppress(RuntimeError):  # the loop is closed: nothing left to tell

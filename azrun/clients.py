@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from azrun._engine import running_loop
 from azrun.cloud import Cloud
 
 _C = TypeVar("_C")
@@ -41,15 +42,6 @@ def env_names_proxy(environ: Mapping[str, str]) -> bool:
     Conservative: any proxy variable at all keeps the SDK's default (``NO_PROXY`` not parsed).
     """
     return any(k.lower().endswith("_proxy") and k.lower() != "no_proxy" and v for k, v in environ.items())
-
-
-def _running_loop() -> object | None:
-    import asyncio
-
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 @dataclass
@@ -174,14 +166,14 @@ class ClientFactory:
         aio client of this factory (ARM and blob) sends through it; :meth:`aclose` closes it."""
         from azrun._http import SharedTransport
 
-        loop = _running_loop()
+        loop = running_loop()
         entry = self._transports.get(id(loop))
         if entry is None or entry[0] is not loop:
             entry = self._transports[id(loop)] = (loop, SharedTransport(self.cloud.ca_bundle, env_settings=self.env_proxy))
         return entry[1].client_view()
 
     def _cached(self, key: tuple[str, str], build: Callable[[], _C]) -> _C:
-        full = (*key, id(_running_loop()))  # aiohttp sessions belong to one event loop
+        full = (*key, id(running_loop()))  # aiohttp sessions belong to one event loop
         client = self._aio.get(full)
         if client is None:
             client = self._aio[full] = build()
@@ -189,7 +181,7 @@ class ClientFactory:
 
     async def aclose(self) -> None:
         """Close this event loop's cached async clients and shared transport."""
-        here = id(_running_loop())
+        here = id(running_loop())
         clients = [c for k, c in self._aio.items() if k[2] == here]
         self._aio = {k: c for k, c in self._aio.items() if k[2] != here}
         for client in clients:

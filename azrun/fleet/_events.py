@@ -9,12 +9,12 @@ through the run's :class:`Scrubber`. ``handle.events()`` may be iterated from an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from azrun._engine import call_soon
 from azrun.models import FleetResult, Target, TargetResult, TargetState
 
 __all__ = [
@@ -294,13 +294,5 @@ def _set(waiter: asyncio.Future[None]) -> None:
 
 def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
     """Wake each subscriber on its own loop (at once when that is this thread's loop)."""
-    try:
-        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-    except RuntimeError:
-        here = None
     for loop, waiter in waiters:
-        if loop is here:
-            _set(waiter)
-        else:
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(_set, waiter)
+        call_soon(loop, _set, waiter)
